@@ -1,0 +1,108 @@
+"""CPU speed of the model, as ratios measured in one run (DESIGN.md section 5).
+
+1. chunk vs naive backend: one forward+backward of tiny HOPE at T (default 2048).
+2. training tokens/s (forward, backward, AdamW step) of tiny HOPE vs transformer-tiny at several T.
+3. generation: ms per new token and recurrent-state bytes after contexts of 1K..NK tokens.
+
+    python benchmarks/model_speed.py [--seq-len 2048] [--skip-naive] [--contexts 1024 4096]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import torch
+
+from hope import HopeConfig, HopeLM
+
+
+def state_bytes(state) -> int:
+    """Bytes of every tensor reachable from a model state (dataclasses, lists, tuples)."""
+    if isinstance(state, torch.Tensor):
+        return state.numel() * state.element_size()
+    if isinstance(state, list | tuple):
+        return sum(state_bytes(s) for s in state)
+    if hasattr(state, "__dataclass_fields__"):
+        return sum(state_bytes(getattr(state, f)) for f in state.__dataclass_fields__)
+    return 0
+
+
+def fwd_bwd_seconds(model: HopeLM, x: torch.Tensor) -> float:
+    t = time.perf_counter()
+    model(x, labels=x).loss.backward()
+    return time.perf_counter() - t
+
+
+def train_tokens_per_s(name: str, seq_len: int, batch: int, steps: int) -> float:
+    torch.manual_seed(0)
+    model = HopeLM(HopeConfig.from_name(name, backend="chunk"))
+    opt = torch.optim.AdamW(model.parameters(), lr=4e-4)
+    x = torch.randint(0, model.config.vocab_size, (batch, seq_len))
+    for i in range(steps + 1):
+        if i == 1:  # the first step warms up allocators
+            t = time.perf_counter()
+        model(x, labels=x).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    return batch * seq_len * steps / (time.perf_counter() - t)
+
+
+@torch.no_grad()
+def generation(name: str, context: int, new_tokens: int = 16) -> tuple[float, int]:
+    torch.manual_seed(0)
+    model = HopeLM(HopeConfig.from_name(name, backend="chunk", max_seq_len=max(context + 64, 1024))).eval()
+    prompt = torch.randint(0, model.config.vocab_size, (1, context))
+    state = model(prompt).state
+    tok = prompt[:, -1:]
+    t = time.perf_counter()
+    for _ in range(new_tokens):
+        out = model(tok, state=state)
+        state, tok = out.state, out.logits[:, -1:].argmax(-1)
+    return 1000 * (time.perf_counter() - t) / new_tokens, state_bytes(state)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--train-seq-lens", type=int, nargs="+", default=[512, 2048])
+    p.add_argument("--batch", type=int, default=2)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
+    p.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive backend timing")
+    args = p.parse_args()
+    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}")
+
+    if not args.skip_naive:
+        torch.manual_seed(0)
+        chunk = HopeLM(HopeConfig.from_name("tiny", backend="chunk"))
+        naive = HopeLM(HopeConfig.from_name("tiny", backend="naive"))
+        naive.load_state_dict(chunk.state_dict())
+        x = torch.randint(0, 256, (1, args.seq_len))
+        fwd_bwd_seconds(chunk, x[:, :256])
+        t_chunk = min(fwd_bwd_seconds(chunk, x) for _ in range(2))
+        t_naive = fwd_bwd_seconds(naive, x)
+        print(f"\n## tiny HOPE forward+backward, B=1, T={args.seq_len}")
+        print("| backend | seconds | speedup |\n|---|---|---|")
+        print(f"| naive | {t_naive:.2f} | 1.0x |\n| chunk | {t_chunk:.2f} | {t_naive / t_chunk:.1f}x |")
+
+    print(f"\n## training tokens/s (forward+backward+AdamW), batch {args.batch}")
+    print("| T | tiny (HOPE) | transformer-tiny | ratio HOPE / Transformer++ |\n|---|---|---|---|")
+    for T in args.train_seq_lens:
+        hope = train_tokens_per_s("tiny", T, args.batch, args.steps)
+        tfm = train_tokens_per_s("transformer-tiny", T, args.batch, args.steps)
+        print(f"| {T} | {hope:.0f} | {tfm:.0f} | {hope / tfm:.2f} |")
+
+    print("\n## generation after a context of L tokens (B=1): ms per new token, state bytes")
+    print("| L | HOPE ms/token | HOPE state | Transformer++ ms/token | Transformer++ state (KV cache) |")
+    print("|---|---|---|---|---|")
+    for L in args.contexts:
+        h_ms, h_b = generation("tiny", L)
+        t_ms, t_b = generation("transformer-tiny", L)
+        print(f"| {L} | {h_ms:.1f} | {h_b / 2**20:.2f} MiB | {t_ms:.1f} | {t_b / 2**20:.2f} MiB |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""CPU training throughput of the tiny presets, measured in one run, and held-out bits per byte of runs.
+
+    python benchmarks/train_speed.py                                  # tiny (HOPE) vs transformer-tiny
+    python benchmarks/train_speed.py --presets tiny titans-tiny transformer-tiny --seq-len 256
+    python benchmarks/train_speed.py --results runs/tiny runs/transformer-tiny   # after the README runs
+
+Throughput: forward + backward + AdamW step on Shakespeare batches (byte tokens, fp32). The presets take
+turns step by step, so load from other processes affects all of them alike; the median step time is
+reported with the ratio to the first preset. Timings on a shared machine are noisy: compare ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from hope import HopeConfig, HopeLM
+from hope.training.config import TrainConfig
+from hope.training.data import PackedLoader, load_corpus
+from hope.training.optimizer import build_optimizer
+from hope.training.tokenizer import ByteTokenizer
+
+
+def throughput(presets: list[str], seq_len: int, batch_size: int, steps: int, warmup: int) -> None:
+    tok = ByteTokenizer()
+    cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size)
+    train, _, _ = load_corpus(cfg, tok)
+    runs = {}
+    for name in presets:
+        torch.manual_seed(0)
+        model = HopeLM(HopeConfig.from_name(name, vocab_size=tok.vocab_size))
+        runs[name] = (model, build_optimizer(model, cfg), PackedLoader(train, seq_len, batch_size, 0), [])
+    for i in range(warmup + steps):
+        for model, opt, loader, times in runs.values():
+            x = loader.next_batch()
+            t = time.perf_counter()
+            model(x, labels=x).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i >= warmup:
+                times.append(time.perf_counter() - t)
+    print(f"CPU training throughput ({platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}), batch {batch_size} x {seq_len} "
+          f"tokens, median of {steps} steps")
+    print("| preset | params | step (s) | tokens/s | vs first |")
+    print("|---|---|---|---|---|")
+    base = None
+    for name, (model, _, _, times) in runs.items():
+        med = statistics.median(times)
+        tps = batch_size * seq_len / med
+        base = base or tps
+        print(f"| {name} | {model.num_params() / 1e6:.2f}M | {med:.3f} | {tps:.0f} | {tps / base:.2f}x |")
+
+
+def results(run_dirs: list[str]) -> None:
+    """Held-out loss and bits per byte of finished train.py runs (their result.json)."""
+    print("| run | model | steps | tokens | held-out loss | bits per byte |")
+    print("|---|---|---|---|---|---|")
+    for d in run_dirs:
+        res = json.loads((Path(d) / "result.json").read_text())
+        model = json.loads((Path(d) / "run_config.json").read_text())["model"]["name"]
+        loss, bpb = res.get("val_loss", float("nan")), res.get("val_bpb", float("nan"))
+        print(f"| {d} | {model} | {res['step']} | {res['tokens']} | {loss:.4f} | {bpb:.4f} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["tiny", "transformer-tiny"])
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--results", nargs="*", help="run directories to compare instead of timing")
+    args = parser.parse_args()
+    if args.results:
+        results(args.results)
+    else:
+        throughput(args.presets, args.seq_len, args.batch_size, args.steps, args.warmup)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,268 @@
+"""Hugging Face ``transformers`` wrapper: ``HopeHFConfig``, ``HopeForCausalLM`` and ``HopeCache`` (optional
+extra ``pip install hope-nl[hf]``).
+
+Importing this module registers the model with the Auto classes (``model_type="hope"``), so a folder written
+by ``save_pretrained`` loads with ``AutoModelForCausalLM.from_pretrained`` (weights in safetensors).
+``generate`` carries the model's recurrent state in a :class:`HopeCache` (SMT memories, CMS levels, conv
+caches, or the KV cache for attention mixers), so each new token costs one single-token forward: O(1) time and
+memory per token for SMT/CMS. A train.py checkpoint (``<dir>/model.safetensors`` + ``<dir>/config.json``)
+converts with
+
+    python -m hope.hf convert <ckpt_dir> <out_dir>
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from hope.attention import KVCache
+from hope.config import HopeConfig
+from hope.model import HopeLM
+
+try:
+    from transformers import PreTrainedConfig
+except ImportError:  # transformers < 5
+    from transformers import PretrainedConfig as PreTrainedConfig
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(HopeConfig))
+
+
+class HopeHFConfig(PreTrainedConfig):
+    """A :class:`~hope.config.HopeConfig` as a ``PreTrainedConfig``: every HopeConfig field is a flat
+    attribute (validated by HopeConfig); ``max_position_embeddings`` mirrors ``max_seq_len`` for tools that
+    read it."""
+
+    model_type = "hope"
+
+    def __init__(self, **kwargs: Any) -> None:
+        base = HopeConfig().to_dict()
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k in base}
+        cfg = HopeConfig.from_dict({**base, **given})
+        for k, v in cfg.to_dict().items():
+            setattr(self, k, v)
+        kwargs.pop("max_position_embeddings", None)
+        self.max_position_embeddings = cfg.max_seq_len
+        self.use_cache = kwargs.pop("use_cache", True)
+        kwargs.setdefault("tie_word_embeddings", cfg.tie_embeddings)
+        super().__init__(**kwargs)
+
+    @classmethod
+    def from_hope_config(cls, cfg: HopeConfig, **kwargs: Any) -> HopeHFConfig:
+        return cls(**cfg.to_dict(), **kwargs)
+
+    def to_hope_config(self) -> HopeConfig:
+        return HopeConfig.from_dict({k: getattr(self, k) for k in _FIELDS})
+
+
+def _select_rows(x: Tensor | None, idx: Tensor, dim: int) -> Tensor | None:
+    return None if x is None else x.index_select(dim, idx.to(x.device))
+
+
+def select_state(state: Any, idx: Tensor) -> Any:
+    """The recurrent state of batch rows ``idx`` (beam search reorders the cache with it). Knows the layouts
+    of ``TitansState`` (batch axis 0 of the conv cache, just before the head axis in memories),
+    ``CMSLevelState`` (batch axis 0 once per sequence, none before the first update) and ``KVCache``."""
+    if state is None or isinstance(state, int | float):
+        return state
+    if isinstance(state, list | tuple):
+        return type(state)(select_state(s, idx) for s in state)
+    if isinstance(state, KVCache):
+        return KVCache(_select_rows(state.k, idx, 0), _select_rows(state.v, idx, 0))
+    name = type(state).__name__
+    if name == "TitansState":
+        return dataclasses.replace(
+            state,
+            conv=_select_rows(state.conv, idx, 0),
+            mem=select_state(state.mem, idx),
+            kv=select_state(state.kv, idx),
+        )
+    if name == "MemoryState":  # batch axis just before the head axis: dim -4 of (..., B, H, d, h)
+        return dataclasses.replace(
+            state,
+            **{
+                f: _select_rows(getattr(state, f), idx, getattr(state, f).dim() - 4)
+                for f in ("w1", "w2", "a1", "a2", "v1", "v2")
+                if getattr(state, f) is not None
+            },
+        )
+    if name == "CMSLevelState":
+        return dataclasses.replace(
+            state,
+            **{
+                f: _select_rows(getattr(state, f), idx, 0)
+                for f in ("w_in", "w_out", "g_in", "g_out")
+                if getattr(state, f) is not None and getattr(state, f).dim() == 3
+            },
+        )
+    raise TypeError(f"select_state does not know the state type {name}")
+
+
+class HopeCache:
+    """``past_key_values`` of :class:`HopeForCausalLM`: the HopeLM state (one entry per block) and the number
+    of tokens it has absorbed. Not a ``transformers.Cache`` (there are no per-layer keys/values to index)."""
+
+    is_compileable = False
+
+    def __init__(self, state: list | None = None, seen_tokens: int = 0) -> None:
+        self.state, self.seen_tokens = state, seen_tokens
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        return self.seen_tokens
+
+    def reorder_cache(self, beam_idx: Tensor) -> HopeCache:
+        self.state = select_state(self.state, beam_idx)
+        return self
+
+    def batch_select_indices(self, indices: Tensor) -> None:
+        self.state = select_state(self.state, indices)
+
+    def __len__(self) -> int:
+        return 0 if self.state is None else len(self.state)
+
+
+class HopePreTrainedModel(PreTrainedModel):
+    config_class = HopeHFConfig
+    base_model_prefix = "model"
+    _no_split_modules = ["HopeBlock"]
+    _is_stateful = True
+    _tied_weights_keys = {"model.lm_head.weight": "model.embed.weight"}
+
+    def _init_weights(self, module: torch.nn.Module) -> None:
+        """HopeLM initializes its own parameters; nothing to do here."""
+
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # generate must not build a DynamicCache: the model returns a HopeCache
+
+
+class HopeForCausalLM(HopePreTrainedModel, GenerationMixin):
+    """:class:`~hope.model.HopeLM` under ``self.model`` with the transformers causal-LM interface."""
+
+    def __init__(self, config: HopeHFConfig) -> None:
+        super().__init__(config)
+        self.model = HopeLM(config.to_hope_config())
+        self.post_init()
+
+    @classmethod
+    def from_hope(cls, model: HopeLM) -> HopeForCausalLM:
+        """Wrap the weights of an existing :class:`HopeLM`."""
+        out = cls(HopeHFConfig.from_hope_config(model.config))
+        out.model.load_state_dict(model.state_dict())
+        return out
+
+    def get_input_embeddings(self) -> torch.nn.Embedding:
+        return self.model.embed
+
+    def set_input_embeddings(self, value: torch.nn.Embedding) -> None:
+        self.model.embed = value
+
+    def get_output_embeddings(self) -> torch.nn.Linear:
+        return self.model.lm_head
+
+    def forward(
+        self,
+        input_ids: Tensor,
+        attention_mask: Tensor | None = None,
+        past_key_values: HopeCache | None = None,
+        labels: Tensor | None = None,
+        use_cache: bool | None = None,
+        return_dict: bool | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        """``labels`` are aligned with ``input_ids`` (shifted inside, -100 ignored). The attention mask must
+        be all ones: a padded position would enter the recurrent state (pad on the right, or run prompts
+        separately)."""
+        if attention_mask is not None and not bool(attention_mask.all()):
+            raise ValueError(
+                "HopeForCausalLM does not support padding inside the attention mask: the recurrent "
+                "state would absorb the pad tokens; batch prompts of equal length or run them singly"
+            )
+        cache = past_key_values if isinstance(past_key_values, HopeCache) else None
+        state = cache.state if cache is not None else None
+        out = self.model(input_ids, labels=labels, state=state)
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        seen = (cache.seen_tokens if cache is not None else 0) + input_ids.shape[1]
+        new_cache = HopeCache(out.state, seen) if use_cache else None
+        return CausalLMOutputWithPast(loss=out.loss, logits=out.logits, past_key_values=new_cache)
+
+    def prepare_inputs_for_generation(
+        self,
+        input_ids: Tensor,
+        past_key_values: HopeCache | None = None,
+        attention_mask: Tensor | None = None,
+        use_cache: bool = True,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """Feed only the tokens the cache has not seen (the whole prompt first, then one token per step)."""
+        if isinstance(past_key_values, HopeCache) and past_key_values.seen_tokens > 0 and use_cache:
+            input_ids = input_ids[:, past_key_values.seen_tokens :]
+        else:
+            past_key_values = None
+        return {
+            "input_ids": input_ids.contiguous(),
+            "past_key_values": past_key_values,
+            "attention_mask": attention_mask,
+            "use_cache": use_cache,
+        }
+
+
+AutoConfig.register("hope", HopeHFConfig, exist_ok=True)
+AutoModelForCausalLM.register(HopeHFConfig, HopeForCausalLM, exist_ok=True)
+
+
+# ---- conversion from train.py checkpoints ------------------------------------------------------------------
+def read_train_checkpoint(path: str | Path) -> HopeLM:
+    """A train.py checkpoint folder (``model.safetensors`` + ``config.json`` = ``HopeConfig.to_dict()``) as a
+    HopeLM. Wrapper prefixes (``_orig_mod.``, ``module.``) are removed."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    cfg_dict = json.loads((path / "config.json").read_text())
+    cfg = HopeConfig.from_dict(cfg_dict.get("model", cfg_dict))
+    sd = {}
+    for k, v in load_file(str(path / "model.safetensors")).items():
+        for p in ("_orig_mod.", "module."):
+            k = k[len(p) :] if k.startswith(p) else k
+        sd[k] = v
+    if cfg.tie_embeddings:
+        sd.setdefault("lm_head.weight", sd["embed.weight"])
+    model = HopeLM(cfg)
+    model.load_state_dict(sd)
+    return model
+
+
+def convert(ckpt_dir: str | Path, out_dir: str | Path, tokenizer: str | None = None) -> HopeForCausalLM:
+    """Convert a train.py checkpoint into a ``save_pretrained`` folder (optionally with an HF tokenizer)."""
+    model = HopeForCausalLM.from_hope(read_train_checkpoint(ckpt_dir))
+    model.save_pretrained(str(out_dir))
+    if tokenizer:
+        from transformers import AutoTokenizer
+
+        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(str(out_dir))
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m hope.hf", description="transformers integration tools")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert", help="train.py checkpoint -> save_pretrained folder (safetensors)")
+    c.add_argument("ckpt_dir")
+    c.add_argument("out_dir")
+    c.add_argument("--tokenizer", default=None, help="HF tokenizer name/path to save beside the model")
+    args = p.parse_args(argv)
+    model = convert(args.ckpt_dir, args.out_dir, args.tokenizer)
+    n = sum(t.numel() for t in model.parameters())
+    print(f"wrote {args.out_dir} ({n / 1e6:.2f}M parameters, model_type=hope)")
+
+
+if __name__ == "__main__":
+    main()

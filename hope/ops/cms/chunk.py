@@ -1,0 +1,27 @@
+"""Chunk-parallel CMS level: per chunk one batched forward of the read-out and of the keys (one matmul for
+both), and one summed gradient (LaCT-style)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hope.ops.cms.common import CMSLevelState, accumulate, assoc_grads_from, check_level_inputs, fused_swiglu
+from hope.ops.common import l2norm, segments
+
+
+def cms_level_chunk(
+    x: Tensor, w_key: Tensor, w_value: Tensor, eta: Tensor, state: CMSLevelState, *, chunk_size: int
+) -> tuple[Tensor, CMSLevelState]:
+    """Chunk-parallel equivalent of :func:`hope.ops.cms.naive.cms_level_naive` (same arguments)."""
+    check_level_inputs(x, chunk_size)
+    keys, values = l2norm(x @ w_key.transpose(-1, -2)), l2norm(x @ w_value.transpose(-1, -2))
+    outs = []
+    for s, e in segments(x.shape[1], state.offset, chunk_size):
+        n = e - s
+        out, (g, u, sig, a) = fused_swiglu(state.w_in, state.w_out, torch.cat([x[:, s:e], keys[:, s:e]], dim=1))
+        outs.append(out[:, :n])
+        acts = (g[:, n:], u[:, n:], sig[:, n:], a[:, n:])
+        grads = assoc_grads_from(keys[:, s:e], out[:, n:] - values[:, s:e], state.w_out, acts)
+        state = accumulate(state, grads, n, eta, chunk_size)
+    return torch.cat(outs, dim=1), state

@@ -1,0 +1,27 @@
+"""Token-by-token ground truth of a CMS level (paper Eq. 30-31)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from hope.ops.cms.common import CMSLevelState, accumulate, assoc_grads, check_level_inputs, fused_swiglu
+from hope.ops.common import l2norm
+
+
+def cms_level_naive(
+    x: Tensor, w_key: Tensor, w_value: Tensor, eta: Tensor, state: CMSLevelState, *, chunk_size: int
+) -> tuple[Tensor, CMSLevelState]:
+    """Read ``MLP_theta(x_t)`` token by token, summing the inner gradient; step at each chunk end.
+
+    ``x (B, T, D)`` is the level's (normalized) input; ``w_key``, ``w_value`` ``(D, D)`` the static
+    projections of the associative objective; ``eta`` the level's step size. Returns ``(y, state)``.
+    """
+    check_level_inputs(x, chunk_size)
+    keys, values = l2norm(x @ w_key.transpose(-1, -2)), l2norm(x @ w_value.transpose(-1, -2))
+    outs = []
+    for t in range(x.shape[1]):
+        outs.append(fused_swiglu(state.w_in, state.w_out, x[:, t : t + 1])[0])
+        grads = assoc_grads(state, keys[:, t : t + 1], values[:, t : t + 1])
+        state = accumulate(state, grads, 1, eta, chunk_size)
+    return torch.cat(outs, dim=1), state

@@ -1,0 +1,144 @@
+"""Pieces shared by the naive and chunk DGD ops: memory state, the memory MLP and its analytic inner gradient.
+
+A memory is the 2-layer residual MLP of paper Eq. 89, ``M(z) = z + W1 s(W2 z)`` with ``W2`` of shape
+``(h, d)`` and ``W1`` of shape ``(d, h)``, one per head and per sequence. Tensors carry arbitrary leading
+dimensions (``...``): ``(B, H)`` for one memory, ``(2, B, H)`` for the stacked key/value memories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from hope.ops.common import l2norm  # noqa: F401  (re-exported)
+
+
+@dataclasses.dataclass
+class MemoryState:
+    """In-context state of a (bank of) MLP memories.
+
+    ``w1``/``w2``: the current weights (after the last processed token). ``a1``/``a2``: the anchor, i.e. the
+    state at the start of the current chunk, where keys, targets and inner gradients are evaluated (Eq. 91).
+    ``v1``/``v2``: the running momentum velocity (None when momentum is off). ``offset``: tokens already
+    processed in the current chunk (0 means the next token opens a new chunk).
+    """
+
+    w1: Tensor
+    w2: Tensor
+    a1: Tensor
+    a2: Tensor
+    v1: Tensor | None
+    v2: Tensor | None
+    offset: int = 0
+
+    @classmethod
+    def from_params(cls, w1: Tensor, w2: Tensor, batch_size: int, momentum: bool) -> MemoryState:
+        """Fresh per-sequence state from meta-learned initial weights ``w1 (..., d, h)``, ``w2 (..., h, d)``.
+
+        The initial weights are broadcast over the batch (as views, so the outer gradient reaches them).
+        ``w1``/``w2`` with leading dims ``lead`` give state tensors of shape ``(*lead[:-1], B, lead[-1], ...)``
+        when ``lead`` has the head dim last, e.g. ``(H, d, h) -> (B, H, d, h)`` and ``(2, H, d, h) ->
+        (2, B, H, d, h)``.
+        """
+
+        def per_sequence(w: Tensor) -> Tensor:
+            w = w.unsqueeze(-4)  # batch axis just before the head axis
+            shape = list(w.shape)
+            shape[-4] = batch_size
+            return w.expand(shape)
+
+        w1b, w2b = per_sequence(w1), per_sequence(w2)
+        v1 = torch.zeros_like(w1b) if momentum else None
+        v2 = torch.zeros_like(w2b) if momentum else None
+        return cls(w1b, w2b, w1b, w2b, v1, v2, 0)
+
+    def detach(self) -> MemoryState:
+        """The same state cut from the autograd graph (for truncated back-propagation between calls)."""
+
+        def d(t: Tensor | None) -> Tensor | None:
+            return None if t is None else t.detach()
+
+        return MemoryState(d(self.w1), d(self.w2), d(self.a1), d(self.a2), d(self.v1), d(self.v2), self.offset)
+
+
+def activation(x: Tensor, act: str) -> Tensor:
+    """The memory non-linearity ``s``."""
+    if act == "silu":
+        return F.silu(x)
+    if act == "gelu":
+        return F.gelu(x)
+    raise ValueError(f"unknown memory activation {act!r}; expected 'silu' or 'gelu'")
+
+
+def activation_grad(x: Tensor, act: str) -> Tensor:
+    """The derivative ``s'(x)``, written out so the inner gradient needs no autograd."""
+    if act == "silu":
+        sig = torch.sigmoid(x)
+        return sig * (1 + x * (1 - sig))
+    if act == "gelu":
+        cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+        pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        return cdf + x * pdf
+    raise ValueError(f"unknown memory activation {act!r}; expected 'silu' or 'gelu'")
+
+
+def memory_forward(w1: Tensor, w2: Tensor, x: Tensor, act: str) -> Tensor:
+    """``M(x) = x + W1 s(W2 x)`` for row vectors ``x (..., n, d)``."""
+    return x + activation(x @ w2.transpose(-1, -2), act) @ w1.transpose(-1, -2)
+
+
+def self_generated_target(a1: Tensor, a2: Tensor, v: Tensor, act: str) -> Tensor:
+    """The self-generated target ``L2norm(M_0(v))`` of a memory at its anchor (paper Eq. 87/90).
+
+    Normalized like the keys: a memory taught to map ``k`` to its own (unnormalized) output at ``v`` feeds its
+    growth back into its next target and diverges geometrically (docs/semantics.md, SMT item 6).
+    """
+    return l2norm(memory_forward(a1, a2, v, act))
+
+
+def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd: bool = True):
+    """Layer inputs ``u`` and error terms ``e`` of the inner loss ``0.5 ||M(k) - target||^2``, per layer.
+
+    Evaluated at the anchor ``(a1, a2)`` for keys ``k (..., n, d)``; returns ``(u1, e1, u2, e2)`` for ``W1`` and
+    ``W2``. With ``dgd=False`` ``e`` is the output gradient ``delta`` (the weight gradient is ``delta u^T``).
+    With ``dgd=True`` ``e = -y*``, minus the layer's local target, so that the DGD step
+    ``W_t = alpha W_{t-1} - eta' (W_{t-1} u + e) u^T`` regresses the current state onto ``y*``:
+    ``y*_1 = target - k`` for the output layer (exact: its curvature is the identity) and
+    ``y*_2 = z - delta_2 / (1 + ||J||_F^2)`` for the hidden layer, a damped (Levenberg-Marquardt) step in its
+    output space with ``J = W1_0 diag(s'(z))``, so a large ``W1`` cannot make the hidden step overshoot.
+    """
+    z = k @ a2.transpose(-1, -2)
+    h = activation(z, act)
+    r = k + h @ a1.transpose(-1, -2) - target
+    slope = activation_grad(z, act)
+    delta2 = (r @ a1) * slope
+    if not dgd:
+        return h, r, k, delta2
+    curvature = (slope * slope) @ (a1 * a1).sum(-2)[..., :, None]  # ||W1_0 diag(s'(z_t))||_F^2, (..., n, 1)
+    return h, k - target, k, delta2 / (1 + curvature) - z
+
+
+def start_chunk(state: MemoryState, beta: Tensor, momentum: bool) -> MemoryState:
+    """Open a chunk: apply momentum (``V <- beta V``, ``W <- W + V``) and set the anchor to the result.
+
+    ``beta``: the momentum gate of the chunk's first token, shape of the weights' leading dims.
+    """
+    w1, w2, v1, v2 = state.w1, state.w2, state.v1, state.v2
+    if momentum:
+        b = beta[..., None, None]
+        v1, v2 = b * v1, b * v2
+        w1, w2 = w1 + v1, w2 + v2
+    return MemoryState(w1, w2, w1, w2, v1, v2, state.offset)
+
+
+def check_inputs(chunk_size: int, **tensors: Tensor) -> None:
+    """Clear errors for shapes and chunk sizes the ops do not support."""
+    if not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    for name, t in tensors.items():
+        if t is not None and not torch.is_floating_point(t):
+            raise TypeError(f"{name} must be a floating-point tensor, got {t.dtype}")

@@ -1,0 +1,148 @@
+"""Autograd wrapper of the Triton chunk kernels and the ``dgd_memory`` / ``smt_kv`` ops built on them.
+
+``linear_chunk`` has the signature and semantics of :func:`hope.ops.dgd.chunk.linear_chunk`; its forward and
+backward are the Triton kernels of ``kernels/dgd/fwd.py`` and ``kernels/dgd/bwd.py``. ``dgd_memory`` and
+``smt_kv`` follow :mod:`hope.ops.dgd.chunk` exactly, with the per-chunk linear-map work on the kernels:
+the loop over chunks, the momentum step at chunk starts, the inner gradients at the anchor and the
+self-generated targets stay in PyTorch (autograd differentiates those; see ``kernels/README.md``).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import triton
+from torch import Tensor
+
+from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk
+from hope.ops.dgd.common import MemoryState
+from kernels.dgd.bwd import linear_chunk_bwd_kernel
+from kernels.dgd.fwd import linear_chunk_fwd_kernel
+
+#: Allocate kernel outputs NaN-filled instead of uninitialised, so an element a kernel fails to write is
+#: caught by the parity tests (set by ``tests/kernels/conftest.py``; costs a fill, so off by default).
+NAN_FILL = os.environ.get("HOPE_KERNELS_NAN_FILL", "0") == "1"
+#: Upper bound of the row block ``BM`` of ``W`` per program (tests lower it to exercise row splitting).
+MAX_BLOCK_M = 64
+
+
+def _empty(shape, dtype, device) -> Tensor:
+    if NAN_FILL:
+        return torch.full(shape, float("nan"), dtype=dtype, device=device)
+    return torch.empty(shape, dtype=dtype, device=device)
+
+
+def _check_device(t: Tensor) -> None:
+    if t.device.type != "cuda" and os.environ.get("TRITON_INTERPRET", "0") != "1":
+        raise RuntimeError(
+            f"the Triton DGD kernels need CUDA tensors (got {t.device}); on CPU set TRITON_INTERPRET=1 "
+            "before importing triton, or use backend='chunk' (same semantics)"
+        )
+
+
+def _meta(n: int, m: int, k: int, dtype: torch.dtype) -> dict:
+    bt = max(16, triton.next_power_of_2(n))
+    bk = max(16, triton.next_power_of_2(k))
+    bm = max(16, min(MAX_BLOCK_M, triton.next_power_of_2(m)))
+    prec = "ieee" if dtype == torch.float32 or dtype == torch.float64 else "tf32"
+    warps = 4 if bt * max(bm, bk) <= 64 * 64 else 8
+    return dict(BT=bt, BM=bm, BK=bk, DOT_PREC=prec, num_warps=warps)
+
+
+class LinearChunkFunction(torch.autograd.Function):
+    """``(w_end, y, s)`` of one chunk for ``N`` independent memories; tensors flattened to ``(N, ...)``."""
+
+    @staticmethod
+    def forward(ctx, w, u, delta, x, eta, la, dgd: bool):
+        N, n, k = u.shape
+        m = w.shape[-2]
+        w, u, delta, eta, la = (t.contiguous() for t in (w, u, delta, eta, la))
+        x = None if x is None else x.contiguous()
+        meta = _meta(n, m, k, w.dtype)
+        w_end = _empty(w.shape, w.dtype, w.device)
+        s = _empty(w.shape, w.dtype, w.device)
+        y = None if x is None else _empty((N, n, m), x.dtype, w.device)
+        if N > 0 and n > 0:
+            grid = (N, triton.cdiv(m, meta["BM"]))
+            linear_chunk_fwd_kernel[grid](
+                w, u, delta, x if x is not None else u, eta, la, w_end, y if y is not None else w_end, s,
+                n, m, k, DGD=dgd, HAS_X=x is not None, **meta)
+        ctx.save_for_backward(w, u, delta, x, eta, la)
+        ctx.dgd = dgd
+        if y is None:
+            return w_end, s
+        return w_end, y, s
+
+    @staticmethod
+    def backward(ctx, *grads):
+        w, u, delta, x, eta, la = ctx.saved_tensors
+        if x is None:
+            dwend, ds = grads
+            dy = None
+        else:
+            dwend, dy, ds = grads
+        N, n, k = u.shape
+        m = w.shape[-2]
+        dwend = torch.zeros_like(w) if dwend is None else dwend.contiguous()
+        ds = torch.zeros_like(w) if ds is None else ds.contiguous()
+        if x is not None:
+            dy = torch.zeros(N, n, m, dtype=x.dtype, device=x.device) if dy is None else dy.contiguous()
+        meta = _meta(n, m, k, w.dtype)
+        nb = triton.cdiv(m, meta["BM"])
+        f32 = torch.float32
+        dw = _empty(w.shape, w.dtype, w.device)
+        dd = _empty(delta.shape, delta.dtype, w.device)
+        du = _empty((N, nb, n, k), f32, w.device)
+        dx = _empty((N, nb, n, k), f32, w.device) if x is not None else None
+        deta = _empty((N, nb, n), f32, w.device)
+        dla = _empty((N, nb, n), f32, w.device)
+        if N > 0 and n > 0:
+            linear_chunk_bwd_kernel[(N, nb)](
+                w, u, delta, x if x is not None else u, eta, la,
+                dwend, dy if dy is not None else dwend, ds,
+                dw, dd, du, dx if dx is not None else du, deta, dla,
+                n, m, k, nb, DGD=ctx.dgd, HAS_X=x is not None, **meta)
+        du = du.sum(1).to(u.dtype)
+        dx = None if dx is None else dx.sum(1).to(x.dtype)
+        return dw, du, dd, dx, deta.sum(1).to(eta.dtype), dla.sum(1).to(la.dtype), None
+
+
+def linear_chunk(
+    w: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    x: Tensor | None,
+    eta: Tensor,
+    log_alpha: Tensor,
+    dgd: bool,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Drop-in for :func:`hope.ops.dgd.chunk.linear_chunk` (same arguments, returns ``(w_end, y, s)``)."""
+    _check_device(u)
+    lead = torch.broadcast_shapes(w.shape[:-2], u.shape[:-2], delta.shape[:-2], eta.shape[:-1],
+                                  log_alpha.shape[:-1], *(() if x is None else (x.shape[:-2],)))
+    n, k = u.shape[-2:]
+    m = w.shape[-2]
+    N = 1
+    for s in lead:
+        N *= s
+
+    def flat(t: Tensor, tail: tuple[int, ...]) -> Tensor:
+        return t.expand(*lead, *tail).reshape(N, *tail)
+
+    args = (flat(w, (m, k)), flat(u, (n, k)), flat(delta, (n, m)), None if x is None else flat(x, (n, k)),
+            flat(eta, (n,)), flat(log_alpha, (n,)))
+    out = LinearChunkFunction.apply(*args, dgd)
+    w_end, s = out[0], out[-1]
+    y = out[1].reshape(*lead, n, m) if x is not None else None
+    return w_end.reshape(*lead, m, k), y, s.reshape(*lead, m, k)
+
+
+def dgd_memory(*args, **kwargs) -> tuple[Tensor, MemoryState]:
+    """Triton-backed :func:`hope.ops.dgd.chunk.dgd_memory_chunk` (same arguments and results)."""
+    return dgd_memory_chunk(*args, linear=linear_chunk, **kwargs)
+
+
+def smt_kv(*args, **kwargs) -> tuple[Tensor, Tensor, MemoryState]:
+    """Triton-backed :func:`hope.ops.dgd.chunk.smt_kv_chunk` (same arguments and results)."""
+    return smt_kv_chunk(*args, linear=linear_chunk, **kwargs)

@@ -1,0 +1,57 @@
+"""Tokenizers: bytes with a separator, and Hugging Face tokenizers from a local tokenizer.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from hope.training.tokenizer import ByteTokenizer, build_tokenizer
+
+
+def test_byte_tokenizer_round_trip_and_separator() -> None:
+    tok = build_tokenizer("byte")
+    assert isinstance(tok, ByteTokenizer) and tok.vocab_size == 257 and tok.eos_id == 256
+    text = "Thou art — ‘fair’."
+    ids = tok.encode(text)
+    assert max(ids) < 256 and tok.decode([tok.eos_id, *ids]) == text
+    nbytes = tok.token_bytes()
+    assert nbytes[tok.eos_id] == 0 and int(nbytes.sum()) == 256
+
+
+def _tokenizer_json(tmp_path: Path, special: list[str]) -> Path:
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.BPE(unk_token=None))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = tokenizers.decoders.ByteLevel()
+    trainer = tokenizers.trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                                             initial_alphabet=tokenizers.pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(["to be or not to be that is the question"] * 20, trainer)
+    path = tmp_path / "tokenizer.json"
+    tok.save(str(path))
+    return path
+
+
+def test_hf_tokenizer_from_a_local_file(tmp_path: Path) -> None:
+    path = _tokenizer_json(tmp_path, ["<|endoftext|>"])
+    tok = build_tokenizer(str(tmp_path))  # a directory holding tokenizer.json
+    assert tok.eos_id == 0 and tok.vocab_size == build_tokenizer(str(path)).vocab_size
+    ids = tok.encode("to be or not")
+    assert tok.decode(ids) == "to be or not" and tok.eos_id not in ids
+    nbytes = tok.token_bytes()
+    assert nbytes[tok.eos_id] == 0 and int(nbytes[torch.tensor(ids)].sum()) == len("to be or not")
+
+
+def test_hf_tokenizer_without_a_separator_gets_one(tmp_path: Path) -> None:
+    _tokenizer_json(tmp_path, [])
+    tok = build_tokenizer(str(tmp_path))
+    assert tok.eos_id == tok.vocab_size - 1 and tok.decode([tok.eos_id]) == ""
+
+
+def test_unknown_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
+    pytest.importorskip("tokenizers")
+    with pytest.raises(FileNotFoundError, match="no tokenizer.json"):
+        build_tokenizer(str(tmp_path))
+    with pytest.raises(ValueError, match="neither 'byte'"):
+        build_tokenizer("no-such-org/no-such-tokenizer-xyz")
