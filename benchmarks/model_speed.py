@@ -4,13 +4,14 @@
 2. training tokens/s (forward, backward, AdamW step) of tiny HOPE vs transformer-tiny at several T.
 3. generation: ms per new token and recurrent-state bytes after contexts of 1K..NK tokens.
 
-    python benchmarks/model_speed.py [--seq-len 2048] [--skip-naive] [--contexts 1024 4096]
+    python benchmarks/model_speed.py [--seq-len 2048] [--skip-naive] [--batches 2 4] [--contexts 1024 4096]
 """
 
 from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 
 import torch
@@ -35,18 +36,25 @@ def fwd_bwd_seconds(model: HopeLM, x: torch.Tensor) -> float:
     return time.perf_counter() - t
 
 
-def train_tokens_per_s(name: str, seq_len: int, batch: int, steps: int) -> float:
-    torch.manual_seed(0)
-    model = HopeLM(HopeConfig.from_name(name, backend="chunk"))
-    opt = torch.optim.AdamW(model.parameters(), lr=4e-4)
-    x = torch.randint(0, model.config.vocab_size, (batch, seq_len))
-    for i in range(steps + 1):
-        if i == 1:  # the first step warms up allocators
+def training_step_seconds(names: list[str], seq_len: int, batch: int, steps: int) -> list[float]:
+    """Median seconds of a training step (forward, backward, AdamW) of each preset; steps of the models are
+    interleaved, so drifts in machine load hit them alike."""
+    runs = []
+    for name in names:
+        torch.manual_seed(0)
+        model = HopeLM(HopeConfig.from_name(name, backend="chunk"))
+        opt = torch.optim.AdamW(model.parameters(), lr=4e-4)
+        x = torch.randint(0, model.config.vocab_size, (batch, seq_len))
+        runs.append((model, opt, x, []))
+    for i in range(steps + 1):  # the first step warms up allocators
+        for model, opt, x, times in runs:
             t = time.perf_counter()
-        model(x, labels=x).loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    return batch * seq_len * steps / (time.perf_counter() - t)
+            model(x, labels=x).loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            if i:
+                times.append(time.perf_counter() - t)
+    return [statistics.median(times) for *_, times in runs]
 
 
 @torch.no_grad()
@@ -67,8 +75,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--train-seq-lens", type=int, nargs="+", default=[512, 2048])
-    p.add_argument("--batch", type=int, default=2)
-    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--batches", type=int, nargs="+", default=[2, 4], help="training batch sizes")
+    p.add_argument("--steps", type=int, default=5, help="timed training steps per model (median)")
     p.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
     p.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive backend timing")
     args = p.parse_args()
@@ -88,12 +96,13 @@ def main() -> None:
         print("| backend | seconds | speedup |\n|---|---|---|")
         print(f"| naive | {t_naive:.2f} | 1.0x |\n| chunk | {t_chunk:.2f} | {t_naive / t_chunk:.1f}x |")
 
-    print(f"\n## training tokens/s (forward+backward+AdamW), batch {args.batch}")
-    print("| T | tiny (HOPE) | transformer-tiny | ratio HOPE / Transformer++ |\n|---|---|---|---|")
-    for T in args.train_seq_lens:
-        hope = train_tokens_per_s("tiny", T, args.batch, args.steps)
-        tfm = train_tokens_per_s("transformer-tiny", T, args.batch, args.steps)
-        print(f"| {T} | {hope:.0f} | {tfm:.0f} | {hope / tfm:.2f} |")
+    print(f"\n## training tokens/s (forward+backward+AdamW), median of {args.steps} interleaved steps")
+    print("| batch | T | tiny (HOPE) | transformer-tiny | ratio HOPE / Transformer++ |\n|---|---|---|---|---|")
+    for batch in args.batches:
+        for T in args.train_seq_lens:
+            t_hope, t_tfm = training_step_seconds(["tiny", "transformer-tiny"], T, batch, args.steps)
+            hope, tfm = batch * T / t_hope, batch * T / t_tfm
+            print(f"| {batch} | {T} | {hope:.0f} | {tfm:.0f} | {hope / tfm:.2f} |", flush=True)
 
     print("\n## generation after a context of L tokens (B=1): ms per new token, state bytes")
     print("| L | HOPE ms/token | HOPE state | Transformer++ ms/token | Transformer++ state (KV cache) |")
