@@ -89,11 +89,12 @@ def effective_eta(eta: Tensor, u: Tensor, dgd: bool) -> Tensor:
 
 
 def _gated_step(w: Tensor, u: Tensor, delta: Tensor, x: Tensor | None, eta: Tensor, gates: ChunkGates, dgd: bool,
-                tinv: Tensor | None = None, read: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor]:
+                tinv: Tensor | None = None, read: Tensor | None = None,
+                grad_sum: bool = False) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """:func:`linear_chunk` with the gate products given (``eta`` is already the effective step).
 
     ``tinv``: the precomputed inverse of ``I + L`` (when ``u`` does not depend on the state); ``read``: the
-    precomputed ``causal * (x u^T)``.
+    precomputed ``causal * (x u^T)``; ``grad_sum``: also return ``sum_t -eta'_t delta_t u_t^T`` (else None).
     """
     gd = -eta[..., None] * delta  # the gradient part of c_t
     if dgd:
@@ -110,7 +111,7 @@ def _gated_step(w: Tensor, u: Tensor, delta: Tensor, x: Tensor | None, eta: Tens
     if x is not None:
         read = gates.causal * (x @ u.transpose(-1, -2)) if read is None else read
         y = gates.eg[..., None] * (x @ w.transpose(-1, -2)) + read @ c
-    return w_end, y, gd.transpose(-1, -2) @ u
+    return w_end, y, gd.transpose(-1, -2) @ u if grad_sum else None
 
 
 def linear_chunk(
@@ -128,7 +129,8 @@ def linear_chunk(
     output gradients; ``x (..., n, k)`` per-token queries or None; ``eta``, ``log_alpha`` ``(..., n)``.
     Returns the end state, ``y_t = W_t x_t`` (or None) and the momentum input ``sum_t -eta'_t delta_t u_t^T``.
     """
-    return _gated_step(w, u, delta, x, effective_eta(eta, u, dgd), ChunkGates.from_log_alpha(log_alpha), dgd)
+    gates = ChunkGates.from_log_alpha(log_alpha)
+    return _gated_step(w, u, delta, x, effective_eta(eta, u, dgd), gates, dgd, grad_sum=True)
 
 
 def _mlp_segment(
