@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
 
 import torch
+from train_speed import median_step_seconds  # benchmarks/ is on sys.path when run as a script
 
 from hope import HopeConfig, HopeLM
 
@@ -37,24 +37,15 @@ def fwd_bwd_seconds(model: HopeLM, x: torch.Tensor) -> float:
 
 
 def training_step_seconds(names: list[str], seq_len: int, batch: int, steps: int) -> list[float]:
-    """Median seconds of a training step (forward, backward, AdamW) of each preset; steps of the models are
-    interleaved, so drifts in machine load hit them alike."""
+    """Median seconds of a training step (forward, backward, AdamW) of each preset on random tokens, with the
+    models' steps interleaved (:func:`train_speed.median_step_seconds`)."""
     runs = []
     for name in names:
         torch.manual_seed(0)
         model = HopeLM(HopeConfig.from_name(name, backend="chunk"))
-        opt = torch.optim.AdamW(model.parameters(), lr=4e-4)
         x = torch.randint(0, model.config.vocab_size, (batch, seq_len))
-        runs.append((model, opt, x, []))
-    for i in range(steps + 1):  # the first step warms up allocators
-        for model, opt, x, times in runs:
-            t = time.perf_counter()
-            model(x, labels=x).loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if i:
-                times.append(time.perf_counter() - t)
-    return [statistics.median(times) for *_, times in runs]
+        runs.append((model, torch.optim.AdamW(model.parameters(), lr=4e-4), lambda x=x: x))
+    return median_step_seconds(runs, steps)
 
 
 @torch.no_grad()

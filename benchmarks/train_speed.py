@@ -27,32 +27,39 @@ from hope.training.optimizer import build_optimizer
 from hope.training.tokenizer import ByteTokenizer
 
 
-def throughput(presets: list[str], seq_len: int, batch_size: int, steps: int, warmup: int) -> None:
-    tok = ByteTokenizer()
-    cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size)
-    train, _, _ = load_corpus(cfg, tok)
-    runs = {}
-    for name in presets:
-        torch.manual_seed(0)
-        model = HopeLM(HopeConfig.from_name(name, vocab_size=tok.vocab_size))
-        runs[name] = (model, build_optimizer(model, cfg), PackedLoader(train, seq_len, batch_size, 0), [])
+def median_step_seconds(runs: list[tuple], steps: int, warmup: int = 1) -> list[float]:
+    """Median seconds of a training step (forward, backward, optimizer) for each ``(model, optimizer,
+    next_batch)``; the models take turns step by step, so drifts in machine load hit them alike."""
+    times: list[list[float]] = [[] for _ in runs]
     for i in range(warmup + steps):
-        for model, opt, loader, times in runs.values():
-            x = loader.next_batch()
+        for (model, opt, next_batch), ts in zip(runs, times):
+            x = next_batch()
             t = time.perf_counter()
             model(x, labels=x).loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             if i >= warmup:
-                times.append(time.perf_counter() - t)
+                ts.append(time.perf_counter() - t)
+    return [statistics.median(ts) for ts in times]
+
+
+def throughput(presets: list[str], seq_len: int, batch_size: int, steps: int, warmup: int) -> None:
+    tok = ByteTokenizer()
+    cfg = TrainConfig(seq_len=seq_len, batch_size=batch_size)
+    train, _, _ = load_corpus(cfg, tok)
+    models, runs = {}, []
+    for name in presets:
+        torch.manual_seed(0)
+        model = models[name] = HopeLM(HopeConfig.from_name(name, vocab_size=tok.vocab_size))
+        runs.append((model, build_optimizer(model, cfg), PackedLoader(train, seq_len, batch_size, 0).next_batch))
+    medians = median_step_seconds(runs, steps, warmup)
     print(f"CPU training throughput ({platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}), batch {batch_size} x {seq_len} "
           f"tokens, median of {steps} steps")
     print("| preset | params | step (s) | tokens/s | vs first |")
     print("|---|---|---|---|---|")
     base = None
-    for name, (model, _, _, times) in runs.items():
-        med = statistics.median(times)
+    for (name, model), med in zip(models.items(), medians):
         tps = batch_size * seq_len / med
         base = base or tps
         print(f"| {name} | {model.num_params() / 1e6:.2f}M | {med:.3f} | {tps:.0f} | {tps / base:.2f}x |")

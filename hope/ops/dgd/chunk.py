@@ -127,7 +127,8 @@ def linear_chunk(
 
     ``w (..., m, k)`` is the state before the segment; ``u (..., n, k)`` layer inputs; ``delta (..., n, m)``
     output gradients; ``x (..., n, k)`` per-token queries or None; ``eta``, ``log_alpha`` ``(..., n)``.
-    Returns the end state, ``y_t = W_t x_t`` (or None) and the momentum input ``sum_t -eta'_t delta_t u_t^T``.
+    Returns the end state, ``y_t = W_t x_t`` (or None) and the gradient sum ``sum_t -eta'_t delta_t u_t^T``
+    (returned for the kernels' parity tests; momentum uses the change of the weights instead).
     """
     gates = ChunkGates.from_log_alpha(log_alpha)
     return _gated_step(w, u, delta, x, effective_eta(eta, u, dgd), gates, dgd, grad_sum=True)
