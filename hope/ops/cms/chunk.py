@@ -6,16 +6,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from hope.ops.cms.chunk_loop import LevelChunks
 from hope.ops.cms.common import CMSLevelState, accumulate, assoc_grads_from, check_level_inputs, fused_swiglu
 from hope.ops.common import l2norm, segments
 
 
-def cms_level_chunk(
-    x: Tensor, w_key: Tensor, w_value: Tensor, eta: Tensor, state: CMSLevelState, *, chunk_size: int
-) -> tuple[Tensor, CMSLevelState]:
-    """Chunk-parallel equivalent of :func:`hope.ops.cms.naive.cms_level_naive` (same arguments)."""
-    check_level_inputs(x, chunk_size)
-    keys, values = l2norm(x @ w_key.transpose(-1, -2)), l2norm(x @ w_value.transpose(-1, -2))
+def _segments(x, keys, values, eta, state, chunk_size):
+    """Token segments cut at chunk boundaries, under autograd (partial chunks at either end of a call)."""
     outs = []
     for s, e in segments(x.shape[1], state.offset, chunk_size):
         n = e - s
@@ -24,4 +21,28 @@ def cms_level_chunk(
         acts = (g[:, n:], u[:, n:], sig[:, n:], a[:, n:])
         grads = assoc_grads_from(keys[:, s:e], out[:, n:] - values[:, s:e], state.w_out, acts)
         state = accumulate(state, grads, n, eta, chunk_size)
-    return torch.cat(outs, dim=1), state
+    return outs, state
+
+
+def cms_level_chunk(
+    x: Tensor, w_key: Tensor, w_value: Tensor, eta: Tensor, state: CMSLevelState, *, chunk_size: int
+) -> tuple[Tensor, CMSLevelState]:
+    """Chunk-parallel equivalent of :func:`hope.ops.cms.naive.cms_level_naive` (same arguments).
+
+    The tokens that finish a chunk an earlier call left open, and a final partial chunk, run segment by
+    segment under autograd; the whole chunks in between run in :class:`LevelChunks` (analytic backward).
+    """
+    check_level_inputs(x, chunk_size)
+    keys, values = l2norm(x @ w_key.transpose(-1, -2)), l2norm(x @ w_value.transpose(-1, -2))
+    T = x.shape[1]
+    head = min(T, (chunk_size - state.offset) % chunk_size)
+    n_full = (T - head) // chunk_size
+    mid = head + n_full * chunk_size
+    outs, state = _segments(x[:, :head], keys[:, :head], values[:, :head], eta, state, chunk_size)
+    if n_full:
+        split = lambda t: t[:, head:mid].unflatten(1, (n_full, chunk_size))  # noqa: E731
+        y, w_in, w_out = LevelChunks.apply(split(x), split(keys), split(values), eta, state.w_in, state.w_out)
+        outs.append(y.flatten(1, 2))
+        state = CMSLevelState(w_in, w_out)
+    tail, state = _segments(x[:, mid:], keys[:, mid:], values[:, mid:], eta, state, chunk_size)
+    return torch.cat(outs + tail, dim=1), state

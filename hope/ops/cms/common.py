@@ -74,12 +74,18 @@ def fused_swiglu(w_in: Tensor, w_out: Tensor, x: Tensor) -> tuple[Tensor, tuple[
 def assoc_grads_from(keys: Tensor, residual: Tensor, w_out: Tensor, acts: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
     """Gradients of ``sum_t 0.5 ||MLP(k_t) - v_t||^2`` w.r.t. ``(w_in, w_out)`` summed over tokens, given the
     residual ``MLP(k) - v`` and the activations of :func:`fused_swiglu` at the keys. Written out analytically."""
+    return assoc_grad_terms(keys, residual, w_out, acts)[:2]
+
+
+def assoc_grad_terms(keys: Tensor, residual: Tensor, w_out: Tensor, acts: tuple[Tensor, ...]):
+    """:func:`assoc_grads_from` and its intermediates: ``(d_in, d_out, da, slope)`` with ``da = residual W_down``
+    the gradient at the hidden activation and ``slope = silu'(g)`` at the keys' gate pre-activations."""
     g, u, sig, a = acts
     d_out = residual.transpose(-1, -2) @ a
     da = residual @ w_out
-    d_gate = da * u * sig * (1 + g * (1 - sig))
-    d_in = torch.cat([d_gate, da * g * sig], dim=-1).transpose(-1, -2) @ keys
-    return d_in, d_out
+    slope = sig * (1 + g * (1 - sig))
+    d_in = torch.cat([da * u * slope, da * g * sig], dim=-1).transpose(-1, -2) @ keys
+    return d_in, d_out, da, slope
 
 
 def assoc_grads(state: CMSLevelState, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:

@@ -8,13 +8,11 @@ dimensions (``...``): ``(B, H)`` for one memory, ``(2, B, H)`` for the stacked k
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from hope.ops.common import l2norm  # noqa: F401  (re-exported)
+from hope.ops.common import activation, activation_grad, l2norm  # noqa: F401  (re-exported)
 
 
 @dataclasses.dataclass
@@ -63,27 +61,6 @@ class MemoryState:
             return None if t is None else t.detach()
 
         return MemoryState(d(self.w1), d(self.w2), d(self.a1), d(self.a2), d(self.v1), d(self.v2), self.offset)
-
-
-def activation(x: Tensor, act: str) -> Tensor:
-    """The memory non-linearity ``s``."""
-    if act == "silu":
-        return F.silu(x)
-    if act == "gelu":
-        return F.gelu(x)
-    raise ValueError(f"unknown memory activation {act!r}; expected 'silu' or 'gelu'")
-
-
-def activation_grad(x: Tensor, act: str) -> Tensor:
-    """The derivative ``s'(x)``, written out so the inner gradient needs no autograd."""
-    if act == "silu":
-        sig = torch.sigmoid(x)
-        return sig * (1 + x * (1 - sig))
-    if act == "gelu":
-        cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
-        pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-        return cdf + x * pdf
-    raise ValueError(f"unknown memory activation {act!r}; expected 'silu' or 'gelu'")
 
 
 def memory_forward(w1: Tensor, w2: Tensor, x: Tensor, act: str) -> Tensor:

@@ -1,0 +1,293 @@
+"""The sequential loop over whole chunks, as autograd Functions with an analytic backward.
+
+The forward walks the chunks once without building a graph and keeps only each chunk's starting state
+(``W1, W2, V1, V2``); the backward walks them in reverse, recomputes one chunk at a time from its starting
+state and back-propagates it with the VJPs of :mod:`hope.ops.dgd.vjp`, carrying the cotangents of the state
+from chunk to chunk. At the head sizes of the small presets the autograd graph of the unrolled loop (about
+150 nodes per chunk) cost more than the arithmetic; this is also the structure a fused kernel follows
+(kernels/README.md). Everything that does not depend on the memory state is computed for all chunks at once
+before the loop, under autograd: the gate products, the decay masks and, for the main memory's second layer
+(whose input is the key), the inverse of the triangular system and the masked query-key product. The final
+partial chunk is padded with tokens that change nothing (eta = 0, alpha = 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from hope.ops.common import l2norm
+from hope.ops.dgd.common import MemoryState, activation, activation_grad, inner_grads, memory_forward
+from hope.ops.dgd.linear import ChunkGates, effective_eta, gated_step
+from hope.ops.dgd.vjp import (
+    effective_eta_vjp,
+    gated_step_vjp,
+    inner_grads_vjp,
+    l2norm_vjp,
+    memory_forward_vjp,
+    start_chunk_vjp,
+)
+
+_GATE_FIELDS = ("eg", "egp", "eend", "elast", "strict", "causal")
+
+
+@dataclasses.dataclass(frozen=True)
+class Flags:
+    dgd: bool
+    momentum: bool
+    self_target: bool
+    act: str
+
+
+def _start(w1, w2, v1, v2, beta, momentum):
+    """:func:`hope.ops.dgd.common.start_chunk` on bare tensors: the anchors and the scaled velocities."""
+    if not momentum:
+        return w1, w2, None, None
+    b = beta[..., None, None]
+    v1, v2 = b * v1, b * v2
+    return w1 + v1, w2 + v2, v1, v2
+
+
+def _end(w1e, w2e, a1, a2, v1, v2, momentum):
+    """The state after a chunk; the velocity collects the change of the weights (heavy-ball momentum)."""
+    if not momentum:
+        return w1e, w2e, None, None
+    return w1e, w2e, v1 + (w1e - a1), v2 + (w2e - a2)
+
+
+def _chunked(t: Tensor, chunk_size: int, token_dim: int) -> Tensor:
+    """Pad the token axis to a multiple of ``chunk_size`` with zeros and split it into (chunks, chunk_size)."""
+    n = t.shape[token_dim]
+    pad = -n % chunk_size
+    if pad:
+        widths = [0, 0] * (-token_dim - 1) + [0, pad]
+        t = F.pad(t, widths)
+    return t.unflatten(token_dim, (t.shape[token_dim] // chunk_size, chunk_size))
+
+
+def _gates_of(fields: list[Tensor], j: int) -> ChunkGates:
+    return ChunkGates(*(f[j] for f in fields))
+
+
+def _sum_gate_grads(steps, gates: ChunkGates) -> list[Tensor | None]:
+    out = []
+    for name in _GATE_FIELDS:
+        parts = [s.gates[name] for s in steps if name in s.gates]
+        out.append(None if not parts else sum(parts).sum_to_size(getattr(gates, name).shape))
+    return out
+
+
+def _stack(parts: list, dim: int) -> Tensor | None:
+    return None if parts[0] is None else torch.stack(parts[::-1], dim)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# main memory: per-token read-out with the query
+
+
+def _memory_chunk(f: Flags, state, k, v, q, eta, eta2, gates, tinv, read, beta):
+    """One chunk of the main memory from its starting ``state``; returns the read-out, the end state, the
+    anchors and the intermediates the backward needs."""
+    a1, a2, v1, v2 = _start(*state, beta, f.momentum)
+    m = memory_forward(a1, a2, v, f.act) if f.self_target else None
+    target = l2norm(m) if f.self_target else v
+    u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd)
+    w2e, y2, c2 = gated_step(a2, k, e2, q, eta2, gates, f.dgd, tinv, read)
+    hq = activation(y2, f.act)
+    w1e, y1, c1 = gated_step(a1, u1, e1, hq, effective_eta(eta, u1, f.dgd), gates, f.dgd)
+    saved = (a1, a2, m, target, u1, y2, c1, c2)
+    return q + y1, _end(w1e, w2e, a1, a2, v1, v2, f.momentum), (a1, a2), saved
+
+
+class MemoryChunks(torch.autograd.Function):
+    """The main memory over chunked inputs ``(..., n_chunks, C, d)``; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, f: Flags, k, v, q, eta, eta2, eg, egp, eend, elast, strict, causal, tinv, read, beta,
+                w1, w2, v1, v2):
+        per_chunk = [t.unbind(-3) for t in (k, v, q, strict, causal, read)] + [t.unbind(-2) for t in
+                                                                                (eta, eta2, eg, egp, eend, elast)]
+        k_, v_, q_, strict_, causal_, read_, eta_, eta2_, eg_, egp_, eend_, elast_ = per_chunk
+        tinv_ = [None] * len(k_) if tinv is None else tinv.unbind(-3)
+        beta_ = beta.unbind(-1)
+        fields = [eg_, egp_, eend_, elast_, strict_, causal_]
+        state, starts, saved, outs = (w1, w2, v1, v2), [], [], []
+        for j in range(len(k_)):
+            starts.append(state)
+            out, state, anchors, s = _memory_chunk(f, state, k_[j], v_[j], q_[j], eta_[j], eta2_[j],
+                                                   _gates_of(fields, j), tinv_[j], read_[j], beta_[j])
+            outs.append(out)
+            saved.append(s)
+        ctx.f, ctx.starts, ctx.saved = f, starts, saved
+        ctx.chunks = (k_, v_, q_, eta_, eta2_, fields, tinv_, read_, beta_)
+        # the anchors are also in ctx.saved: returning them uncloned would make a cycle (output -> node -> ctx)
+        result = (torch.stack(outs, -3), state[0], state[1], *(a.clone() for a in anchors))
+        return result + ((state[2], state[3]) if f.momentum else ())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out, g_w1, g_w2, g_a1, g_a2, g_v1=None, g_v2=None):
+        f = ctx.f
+        k_, v_, q_, eta_, eta2_, fields, tinv_, read_, beta_ = ctx.chunks
+        n = len(k_)
+        acc = {name: [] for name in ("k", "v", "q", "eta", "eta2", "tinv", "read", "beta", *_GATE_FIELDS)}
+        g_outs = g_out.unbind(-3)
+        for j in reversed(range(n)):
+            gates = _gates_of(fields, j)
+            a1, a2, m, target, u1, y2, c1, c2 = ctx.saved[j]
+            gw1, gw2 = (g_w1 + g_v1, g_w2 + g_v2) if f.momentum else (g_w1, g_w2)
+            ga1, ga2 = (-g_v1, -g_v2) if f.momentum else (0, 0)
+            if j == n - 1:
+                ga1, ga2 = ga1 + g_a1, ga2 + g_a2
+            s1 = gated_step_vjp(c1, gates, f.dgd, gw1, g_outs[j])
+            g_eta, g_u1 = effective_eta_vjp(eta_[j], u1, s1.eta, f.dgd)
+            g_u1 = s1.u if g_u1 is None else s1.u + g_u1
+            s2 = gated_step_vjp(c2, gates, f.dgd, gw2, s1.x * activation_grad(y2, f.act))
+            g_k, g_target, ia1, ia2 = inner_grads_vjp(a1, a2, k_[j], target, f.act, f.dgd, g_u1, s1.e, s2.e)
+            ga1, ga2 = ga1 + s1.w + ia1, ga2 + s2.w + ia2
+            if f.self_target:
+                g_v, ma1, ma2 = memory_forward_vjp(a1, a2, v_[j], l2norm_vjp(m, g_target), f.act)
+                ga1, ga2 = ga1 + ma1, ga2 + ma2
+            else:
+                g_v = g_target
+            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][2], beta_[j], f.momentum, ga1, g_v1)
+            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][3], beta_[j], f.momentum, ga2, g_v2)
+            acc["k"].append(g_k + s2.u)
+            acc["v"].append(g_v)
+            acc["q"].append(g_outs[j] + s2.x)
+            acc["eta"].append(g_eta)
+            acc["eta2"].append(s2.eta)
+            acc["tinv"].append(s2.tinv)
+            acc["read"].append(s2.read)
+            acc["beta"].append(gb1 + gb2 if f.momentum else None)
+            for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2), gates)):
+                acc[name].append(g)
+        tok = [_stack(acc[name], -3) for name in ("k", "v", "q")]
+        vec = [_stack(acc[name], -2) for name in ("eta", "eta2", "eg", "egp", "eend", "elast")]
+        mats = [_stack(acc[name], -3) for name in ("strict", "causal", "tinv", "read")]
+        return (None, *tok, *vec, *mats, _stack(acc["beta"], -1), g_w1, g_w2, g_v1, g_v2)
+
+
+def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size, dgd, momentum, self_target, act):
+    """Main memory over whole chunks starting at a chunk boundary (the last one may be partial)."""
+    T = k.shape[-2]
+    k, v, q = (_chunked(t, chunk_size, -2) for t in (k, v, q))
+    eta, log_alpha, beta = (_chunked(t, chunk_size, -1) for t in (eta, log_alpha, beta))  # padding: no-op
+    gates = ChunkGates.from_log_alpha(log_alpha)
+    eta2 = effective_eta(eta, k, dgd)  # the second layer's input is the key: state independent
+    tinv = None
+    if dgd:
+        lower = eta2[..., :, None] * gates.strict * (k @ k.transpose(-1, -2))
+        eye = torch.eye(chunk_size, dtype=k.dtype, device=k.device).expand_as(lower)
+        tinv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+    read = gates.causal * (q @ k.transpose(-1, -2))
+    f = Flags(dgd, momentum, self_target, act)
+    out, w1, w2, a1, a2, *vel = MemoryChunks.apply(
+        f, k, v, q, eta, eta2, gates.eg, gates.egp, gates.eend, gates.elast, gates.strict, gates.causal, tinv,
+        read, beta[..., 0], state.w1, state.w2, state.v1, state.v2)
+    v1, v2 = vel if momentum else (None, None)
+    return out.flatten(-3, -2)[..., :T, :], MemoryState(w1, w2, a1, a2, v1, v2, T % chunk_size)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# key and value memories (stacked on a leading axis of 2): self-generated keys and values
+
+
+def _kv_chunk(f: Flags, state, k_in, v_in, eta, gates, beta):
+    """One chunk of the key/value memories; returns the keys, values, end state, anchors and intermediates."""
+    a1, a2, v1, v2 = _start(*state, beta, f.momentum)
+    k_raw = memory_forward(a1[0], a2[0], k_in, f.act)
+    k = l2norm(k_raw)
+    v = memory_forward(a1[1], a2[1], v_in, f.act)
+    m = memory_forward(a1, a2, v, f.act)
+    target = l2norm(m)
+    u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd)
+    w2e, _, c2 = gated_step(a2, k.expand(e1.shape), e2, None, effective_eta(eta, k, f.dgd), gates, f.dgd)
+    w1e, _, c1 = gated_step(a1, u1, e1, None, effective_eta(eta, u1, f.dgd), gates, f.dgd)
+    saved = (a1, a2, k_raw, k, v, m, target, u1, c1, c2)
+    return k, v, _end(w1e, w2e, a1, a2, v1, v2, f.momentum), (a1, a2), saved
+
+
+class KVChunks(torch.autograd.Function):
+    """The key and value memories over chunked inputs ``(..., n_chunks, C, d)``; see the module docstring."""
+
+    @staticmethod
+    def forward(ctx, f: Flags, k_in, v_in, eta, eg, egp, eend, elast, strict, causal, beta, w1, w2, v1, v2):
+        k_, v_, strict_, causal_ = (t.unbind(-3) for t in (k_in, v_in, strict, causal))
+        eta_, eg_, egp_, eend_, elast_ = (t.unbind(-2) for t in (eta, eg, egp, eend, elast))
+        beta_ = beta.unbind(-1)
+        fields = [eg_, egp_, eend_, elast_, strict_, causal_]
+        state, starts, saved, ks, vs = (w1, w2, v1, v2), [], [], [], []
+        for j in range(len(k_)):
+            starts.append(state)
+            k, v, state, anchors, s = _kv_chunk(f, state, k_[j], v_[j], eta_[j], _gates_of(fields, j), beta_[j])
+            ks.append(k)
+            vs.append(v)
+            saved.append(s)
+        ctx.f, ctx.starts, ctx.saved, ctx.chunks = f, starts, saved, (k_, v_, eta_, fields, beta_)
+        result = (torch.stack(ks, -3), torch.stack(vs, -3), state[0], state[1], *(a.clone() for a in anchors))
+        return result + ((state[2], state[3]) if f.momentum else ())
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_k_out, g_v_out, g_w1, g_w2, g_a1, g_a2, g_v1=None, g_v2=None):
+        f = ctx.f
+        k_, v_, eta_, fields, beta_ = ctx.chunks
+        n = len(k_)
+        acc = {name: [] for name in ("k", "v", "eta", "beta", *_GATE_FIELDS)}
+        g_ks, g_vs = g_k_out.unbind(-3), g_v_out.unbind(-3)
+        for j in reversed(range(n)):
+            gates = _gates_of(fields, j)
+            eta = eta_[j]
+            a1, a2, k_raw, k, v, m, target, u1, c1, c2 = ctx.saved[j]
+            gw1, gw2 = (g_w1 + g_v1, g_w2 + g_v2) if f.momentum else (g_w1, g_w2)
+            ga1, ga2 = (-g_v1, -g_v2) if f.momentum else (0, 0)
+            if j == n - 1:
+                ga1, ga2 = ga1 + g_a1, ga2 + g_a2
+            s1 = gated_step_vjp(c1, gates, f.dgd, gw1, None)
+            g_eta, g_u1 = effective_eta_vjp(eta, u1, s1.eta, f.dgd)
+            g_u1 = s1.u if g_u1 is None else s1.u + g_u1
+            s2 = gated_step_vjp(c2, gates, f.dgd, gw2, None)
+            g_eta2, g_k = effective_eta_vjp(eta, k, s2.eta.sum_to_size(eta.shape), f.dgd)
+            g_k = s2.u.sum_to_size(k.shape) if g_k is None else g_k + s2.u.sum_to_size(k.shape)
+            ik, g_target, ia1, ia2 = inner_grads_vjp(a1, a2, k, target, f.act, f.dgd, g_u1, s1.e, s2.e)
+            g_m = l2norm_vjp(m, g_target)
+            mv, ma1, ma2 = memory_forward_vjp(a1, a2, v, g_m, f.act)
+            ga1, ga2 = ga1 + s1.w + ia1 + ma1, ga2 + s2.w + ia2 + ma2
+            g_v = g_vs[j] + mv.sum_to_size(v.shape)
+            g_vin, va1, va2 = memory_forward_vjp(a1[1], a2[1], v_[j], g_v, f.act)
+            g_kraw = l2norm_vjp(k_raw, g_ks[j] + g_k + ik.sum_to_size(k.shape))
+            g_kin, ka1, ka2 = memory_forward_vjp(a1[0], a2[0], k_[j], g_kraw, f.act)
+            ga1 = ga1 + torch.stack([ka1, va1])
+            ga2 = ga2 + torch.stack([ka2, va2])
+            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][2], beta_[j], f.momentum, ga1, g_v1)
+            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][3], beta_[j], f.momentum, ga2, g_v2)
+            acc["k"].append(g_kin)
+            acc["v"].append(g_vin)
+            acc["eta"].append(g_eta.sum_to_size(eta.shape) + g_eta2)
+            acc["beta"].append((gb1 + gb2).sum_to_size(beta_[j].shape) if f.momentum else None)
+            for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2), gates)):
+                acc[name].append(g)
+        vec = [_stack(acc[name], -2) for name in ("eta", "eg", "egp", "eend", "elast")]
+        mats = [_stack(acc[name], -3) for name in ("strict", "causal")]
+        return (None, _stack(acc["k"], -3), _stack(acc["v"], -3), *vec, *mats, _stack(acc["beta"], -1),
+                g_w1, g_w2, g_v1, g_v2)
+
+
+def kv_chunks(k_in, v_in, eta, log_alpha, beta, state: MemoryState, chunk_size, dgd, momentum, act):
+    """Key/value memories over whole chunks starting at a chunk boundary (the last one may be partial)."""
+    T = k_in.shape[-2]
+    k_in, v_in = (_chunked(t, chunk_size, -2) for t in (k_in, v_in))
+    eta, log_alpha, beta = (_chunked(t, chunk_size, -1) for t in (eta, log_alpha, beta))
+    gates = ChunkGates.from_log_alpha(log_alpha)
+    f = Flags(dgd, momentum, True, act)
+    k, v, w1, w2, a1, a2, *vel = KVChunks.apply(
+        f, k_in, v_in, eta, gates.eg, gates.egp, gates.eend, gates.elast, gates.strict, gates.causal,
+        beta[..., 0], state.w1, state.w2, state.v1, state.v2)
+    v1, v2 = vel if momentum else (None, None)
+    return (k.flatten(-3, -2)[..., :T, :], v.flatten(-3, -2)[..., :T, :],
+            MemoryState(w1, w2, a1, a2, v1, v2, T % chunk_size))

@@ -1,0 +1,125 @@
+"""The DGD recurrence of one linear map over a chunk, in parallel: the building block of the chunk backend and
+the reference of the Triton kernels.
+
+Inside a chunk all layer inputs ``u_t`` and error terms ``e_t`` come from the anchor, so the per-token
+recurrence of one weight matrix is linear in W:
+
+    W_t = alpha_t W_{t-1} + c_t u_t^T,   c_t = -eta'_t (W_{t-1} u_t + e_t)      (DGD)
+                                         c_t = -eta_t e_t                         (plain GD, dgd=False)
+
+With gamma_t = prod_{s<=t} alpha_s this unrolls to W_t = gamma_t W_start + sum_{s<=t} (gamma_t/gamma_s) c_s u_s^T.
+Substituting into c_t gives a unit lower-triangular system (I + L) C = R with
+L_ts = eta'_t (gamma_{t-1}/gamma_s) u_t.u_s (s < t) and R_t = -eta'_t (gamma_{t-1} W_start u_t + e_t):
+the UT/WY form of the gated delta rule (Yang et al. 2024, "Gated Delta Networks"), solved per chunk.
+Per-token reads ``W_t x_t`` are then a masked ``(X U^T)`` product, the dual form of TTT (Sun et al. 2024).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import torch
+from torch import Tensor
+
+from hope.ops.dgd.vjp import GatedStepCache
+
+
+@functools.lru_cache(maxsize=64)
+def _tril_mask(n: int, diagonal: int, device: torch.device) -> Tensor:
+    """Boolean lower-triangular ``(n, n)`` mask (cached: the chunk loop asks for the same few sizes)."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril(diagonal)
+
+
+@dataclasses.dataclass
+class ChunkGates:
+    """Products of the retention gates inside chunks, ``(..., n)`` or ``(..., n, n)`` per chunk.
+
+    With ``g_t = sum_{s<=t} log alpha_s``: ``eg = gamma_t``, ``egp = gamma_{t-1}``, ``eend = gamma_n/gamma_t``,
+    ``elast = gamma_n`` (``(..., 1)``), ``strict = gamma_{t-1}/gamma_s`` for ``s < t`` and ``causal =
+    gamma_t/gamma_s`` for ``s <= t`` (zero elsewhere; exponents masked before ``exp``, so nothing overflows).
+    """
+
+    eg: Tensor
+    egp: Tensor
+    eend: Tensor
+    elast: Tensor
+    strict: Tensor
+    causal: Tensor
+
+    @classmethod
+    def from_log_alpha(cls, log_alpha: Tensor) -> ChunkGates:
+        n = log_alpha.shape[-1]
+        g = torch.cumsum(log_alpha, dim=-1)
+        gp = g - log_alpha
+        gl = g[..., -1:]
+        strict = (gp[..., :, None] - g[..., None, :]).masked_fill(~_tril_mask(n, -1, g.device), float("-inf"))
+        causal = (g[..., :, None] - g[..., None, :]).masked_fill(~_tril_mask(n, 0, g.device), float("-inf"))
+        return cls(g.exp(), gp.exp(), (gl - g).exp(), gl.exp(), strict.exp(), causal.exp())
+
+    def per_chunk(self) -> list[ChunkGates]:
+        """The gates of each chunk when the fields carry a chunk axis before the token axes.
+
+        Split with ``unbind`` (one backward node that stacks the chunks' gradients) rather than indexing chunk
+        by chunk, whose backward would write a full-size zero gradient per chunk.
+        """
+        fields = (self.eg.unbind(-2), self.egp.unbind(-2), self.eend.unbind(-2), self.elast.unbind(-2),
+                  self.strict.unbind(-3), self.causal.unbind(-3))
+        return [ChunkGates(*f) for f in zip(*fields)]
+
+
+def effective_eta(eta: Tensor, u: Tensor, dgd: bool) -> Tensor:
+    """The step of each token: ``eta' = eta / (1 + eta ||u||^2)`` (exact proximal DGD step) or ``eta``."""
+    return eta / (1 + eta * (u * u).sum(-1)) if dgd else eta
+
+
+def gated_step(w: Tensor, u: Tensor, delta: Tensor, x: Tensor | None, eta: Tensor, gates: ChunkGates, dgd: bool,
+               tinv: Tensor | None = None, read: Tensor | None = None) -> tuple[Tensor, Tensor | None, GatedStepCache]:
+    """:func:`linear_chunk` with the gate products given (``eta`` is already the effective step).
+
+    ``tinv``: the precomputed inverse of ``I + L`` (when ``u`` does not depend on the state); ``read``: the
+    precomputed ``causal * (x u^T)``. Returns the end state, the read-out (or None) and what
+    :func:`hope.ops.dgd.vjp.gated_step_vjp` needs.
+    """
+    gd = -eta[..., None] * delta  # the gradient part of c_t
+    cache = GatedStepCache(w, u, delta, x, eta, gd, tinv=tinv, read=read, read_given=read is not None)
+    if dgd:
+        cache.uw = u @ w.transpose(-1, -2)
+        cache.rhs = gd - (eta * gates.egp)[..., None] * cache.uw
+        if tinv is None:
+            cache.uu = u @ u.transpose(-1, -2)
+            cache.lower = eta[..., :, None] * gates.strict * cache.uu
+            cache.c = torch.linalg.solve_triangular(cache.lower, cache.rhs, upper=False, unitriangular=True)
+        else:
+            cache.c = tinv @ cache.rhs
+    c = cache.c
+    w_end = gates.elast[..., None] * w + (c * gates.eend[..., None]).transpose(-1, -2) @ u
+    y = None
+    if x is not None:
+        if read is None:
+            cache.xu = x @ u.transpose(-1, -2)
+            cache.read = gates.causal * cache.xu
+        cache.xw = x @ w.transpose(-1, -2)
+        y = gates.eg[..., None] * cache.xw + cache.read @ c
+    return w_end, y, cache
+
+
+def linear_chunk(
+    w: Tensor,
+    u: Tensor,
+    delta: Tensor,
+    x: Tensor | None,
+    eta: Tensor,
+    log_alpha: Tensor,
+    dgd: bool,
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """Run the DGD recurrence of one linear map over a segment of ``n`` tokens, in parallel.
+
+    ``w (..., m, k)`` is the state before the segment; ``u (..., n, k)`` layer inputs; ``delta (..., n, m)``
+    output gradients; ``x (..., n, k)`` per-token queries or None; ``eta``, ``log_alpha`` ``(..., n)``.
+    Returns the end state, ``y_t = W_t x_t`` (or None) and the gradient sum ``sum_t -eta'_t delta_t u_t^T``
+    (returned for the kernels' parity tests; momentum uses the change of the weights instead).
+    """
+    eta = effective_eta(eta, u, dgd)
+    w_end, y, _ = gated_step(w, u, delta, x, eta, ChunkGates.from_log_alpha(log_alpha), dgd)
+    return w_end, y, (-eta[..., None] * delta).transpose(-1, -2) @ u
