@@ -26,26 +26,29 @@ def _level_chunk(w_in: Tensor, w_out: Tensor, x: Tensor, k: Tensor, v: Tensor, e
     residual = out[..., n:, :] - v
     key_acts = tuple(t[..., n:, :] for t in acts)
     d_in, d_out, da, slope = assoc_grad_terms(k, residual, w_out, key_acts)
-    saved = (rows, acts, residual, da, slope, d_in, d_out)
+    saved = (rows, acts, residual, da, slope)
     return out[..., :n, :], w_in - eta * d_in, w_out - eta * d_out, saved
 
 
 def _level_chunk_vjp(w_in, w_out, k, eta, saved, g_y, g_win_next, g_wout_next):
     """Cotangents ``(x, k, v, eta, w_in, w_out)`` of one chunk given those of its read-out and next weights."""
-    rows, (g, u, sig, a), residual, da, slope, d_in, d_out = saved
+    rows, (g, u, sig, a), residual, da, slope = saved
     n = g_y.shape[-2]
-    g_eta = -(d_in * g_win_next).sum() - (d_out * g_wout_next).sum()
-    gd_in, gd_out = -eta * g_win_next, -eta * g_wout_next
-    # d_in = [da u s'(g), da silu(g)]^T k and d_out = r^T a at the key rows (suffix _k)
+    # d_in = P^T k with P = [da u s'(g), da silu(g)] and d_out = r^T a at the key rows (suffix _k); the
+    # step's eta-gradient -<d_in, G_in> - <d_out, G_out> is read off the same products
     gk_, uk, sigk, ak = g[..., n:, :], u[..., n:, :], sig[..., n:, :], a[..., n:, :]
-    g_p = k @ gd_in.transpose(-1, -2)
-    g_k = torch.cat([da * uk * slope, da * gk_ * sigk], dim=-1) @ gd_in
+    gd_in, gd_out = -eta * g_win_next, -eta * g_wout_next
+    p = torch.cat([da * uk * slope, da * gk_ * sigk], dim=-1)
+    k_gin, r_gout = k @ g_win_next.transpose(-1, -2), residual @ g_wout_next
+    g_eta = -(p * k_gin).sum() - (ak * r_gout).sum()
+    g_p = -eta * k_gin
+    g_k = p @ gd_in
     g_gate, g_up = g_p.chunk(2, dim=-1)
     g_da = g_gate * uk * slope + g_up * gk_ * sigk
     g_uk = g_gate * da * slope
     g_gk = (g_gate * uk * activation_grad2(gk_, "silu") + g_up * slope) * da
     g_res = g_da @ w_out.transpose(-1, -2) + ak @ gd_out.transpose(-1, -2)
-    g_ak = g_res @ w_out + residual @ gd_out
+    g_ak = g_res @ w_out - eta * r_gout
     g_wout = g_wout_next + torch.cat([g_y, g_res], dim=-2).transpose(-1, -2) @ a + residual.transpose(-1, -2) @ g_da
     # both row blocks through a = silu(g) u (the key rows also carry the terms of d_in above)
     gx_, ux, sigx = g[..., :n, :], u[..., :n, :], sig[..., :n, :]

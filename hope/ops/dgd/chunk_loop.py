@@ -1,8 +1,8 @@
 """The sequential loop over whole chunks, as autograd Functions with an analytic backward.
 
-The forward walks the chunks once without building a graph and keeps only each chunk's starting state
-(``W1, W2, V1, V2``); the backward walks them in reverse, recomputes one chunk at a time from its starting
-state and back-propagates it with the VJPs of :mod:`hope.ops.dgd.vjp`, carrying the cotangents of the state
+The forward walks the chunks once without building a graph and keeps, per chunk, the anchors (chunk-start
+weights), the incoming velocities and the token-level intermediates; the backward walks the chunks in reverse
+and back-propagates each with the VJPs of :mod:`hope.ops.dgd.vjp`, carrying the cotangents of the state
 from chunk to chunk. At the head sizes of the small presets the autograd graph of the unrolled loop (about
 150 nodes per chunk) cost more than the arithmetic; this is also the structure a fused kernel follows
 (kernels/README.md). Everything that does not depend on the memory state is computed for all chunks at once
@@ -117,7 +117,7 @@ class MemoryChunks(torch.autograd.Function):
         fields = [eg_, egp_, eend_, elast_, strict_, causal_]
         state, starts, saved, outs = (w1, w2, v1, v2), [], [], []
         for j in range(len(k_)):
-            starts.append(state)
+            starts.append(state[2:])  # the incoming velocities (for beta's gradient); W is in the anchors
             out, state, anchors, s = _memory_chunk(f, state, k_[j], v_[j], q_[j], eta_[j], eta2_[j],
                                                    _gates_of(fields, j), tinv_[j], read_[j], beta_[j])
             outs.append(out)
@@ -154,8 +154,8 @@ class MemoryChunks(torch.autograd.Function):
                 ga1, ga2 = ga1 + ma1, ga2 + ma2
             else:
                 g_v = g_target
-            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][2], beta_[j], f.momentum, ga1, g_v1)
-            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][3], beta_[j], f.momentum, ga2, g_v2)
+            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][0], beta_[j], f.momentum, ga1, g_v1)
+            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][1], beta_[j], f.momentum, ga2, g_v2)
             acc["k"].append(g_k + s2.u)
             acc["v"].append(g_v)
             acc["q"].append(g_outs[j] + s2.x)
@@ -223,7 +223,7 @@ class KVChunks(torch.autograd.Function):
         fields = [eg_, egp_, eend_, elast_, strict_, causal_]
         state, starts, saved, ks, vs = (w1, w2, v1, v2), [], [], [], []
         for j in range(len(k_)):
-            starts.append(state)
+            starts.append(state[2:])  # the incoming velocities (for beta's gradient); W is in the anchors
             k, v, state, anchors, s = _kv_chunk(f, state, k_[j], v_[j], eta_[j], _gates_of(fields, j), beta_[j])
             ks.append(k)
             vs.append(v)
@@ -264,8 +264,8 @@ class KVChunks(torch.autograd.Function):
             g_kin, ka1, ka2 = memory_forward_vjp(a1[0], a2[0], k_[j], g_kraw, f.act)
             ga1 = ga1 + torch.stack([ka1, va1])
             ga2 = ga2 + torch.stack([ka2, va2])
-            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][2], beta_[j], f.momentum, ga1, g_v1)
-            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][3], beta_[j], f.momentum, ga2, g_v2)
+            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][0], beta_[j], f.momentum, ga1, g_v1)
+            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][1], beta_[j], f.momentum, ga2, g_v2)
             acc["k"].append(g_kin)
             acc["v"].append(g_vin)
             acc["eta"].append(g_eta.sum_to_size(eta.shape) + g_eta2)
