@@ -172,8 +172,9 @@ def fast_state_bytes(cfg: HopeConfig, seq_len: int = 4096, bytes_per: int = 4) -
     """Per-sequence memory of the in-context state, in bytes (fp32 fast weights).
 
     ``state``: the fast weights held while streaming (SMT memories with momentum, in-context CMS levels).
-    ``chunk_states``: what plain autograd keeps for one layer's backward when every chunk's start state is
-    stored (T/C copies); per-layer activation checkpointing keeps this for one layer at a time.
+    ``chunk_states``: what one layer's backward keeps of the state, per chunk (T/C chunks): the chunk-start
+    weights, plus the incoming velocity with momentum. The token-level intermediates come on top; per-layer
+    activation checkpointing keeps all this for one layer at a time.
     """
     h, d, H = cfg.memory_hidden, cfg.head_dim, cfg.n_heads
     mem = 2 * H * d * h  # one memory (W1, W2), all heads
@@ -182,9 +183,10 @@ def fast_state_bytes(cfg: HopeConfig, seq_len: int = 4096, bytes_per: int = 4) -
         n_mem = 3 if cfg.mixer == "smt" else 1
         copies = 3 if cfg.momentum else 2  # current, anchor, velocity
         state += cfg.n_layers * n_mem * mem * copies
-        chunk_states += mem * -(-seq_len // cfg.chunk_memory)
+        kept = 2 if cfg.momentum else 1  # anchor (chunk-start weights) and incoming velocity
+        chunk_states += kept * mem * -(-seq_len // cfg.chunk_memory)
         if cfg.mixer == "smt":
-            chunk_states += 2 * mem * -(-seq_len // cfg.chunk_other)
+            chunk_states += kept * 2 * mem * -(-seq_len // cfg.chunk_other)
     level = 3 * cfg.dim * cfg.cms_hidden
     for c in cfg.cms_chunk_sizes:
         if c is not None:

@@ -26,7 +26,7 @@ from hope.ops.dgd.common import (
     self_generated_target,
     start_chunk,
 )
-from hope.ops.dgd.linear import ChunkGates, effective_eta, gated_step, linear_chunk  # noqa: F401
+from hope.ops.dgd.linear import linear_chunk
 
 LinearStep = Callable[..., tuple[Tensor, Tensor | None, Tensor]]
 

@@ -72,7 +72,7 @@ def effective_eta_vjp(eta: Tensor, u: Tensor, g: Tensor, dgd: bool) -> tuple[Ten
 
 @dataclasses.dataclass
 class GatedStepCache:
-    """What the forward of one gated step (:func:`hope.ops.dgd.chunk._gated_step`) keeps for its VJP."""
+    """What the forward of one gated step (:func:`hope.ops.dgd.linear.gated_step`) keeps for its VJP."""
 
     w: Tensor
     u: Tensor
