@@ -41,7 +41,8 @@ def cms_level_chunk(
     outs, state = _segments(x[:, :head], keys[:, :head], values[:, :head], eta, state, chunk_size)
     if n_full:
         split = lambda t: t[:, head:mid].unflatten(1, (n_full, chunk_size))  # noqa: E731
-        y, w_in, w_out = LevelChunks.apply(split(x), split(keys), split(values), eta, state.w_in, state.w_out)
+        rows = torch.cat([split(x), split(keys)], dim=2)  # per chunk: its inputs, then its keys
+        y, w_in, w_out = LevelChunks.apply(rows, split(values), eta, state.w_in, state.w_out)
         outs.append(y.flatten(1, 2))
         state = CMSLevelState(w_in, w_out)
     tail, state = _segments(x[:, mid:], keys[:, mid:], values[:, mid:], eta, state, chunk_size)

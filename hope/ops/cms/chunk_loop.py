@@ -18,22 +18,24 @@ from hope.ops.cms.common import assoc_grad_terms, fused_swiglu
 from hope.ops.common import activation_grad2
 
 
-def _level_chunk(w_in: Tensor, w_out: Tensor, x: Tensor, k: Tensor, v: Tensor, eta: Tensor):
-    """One chunk: the read-out of ``x``, the stepped weights and the intermediates of the backward."""
-    n = x.shape[-2]
-    rows = torch.cat([x, k], dim=-2)
+def _level_chunk(w_in: Tensor, w_out: Tensor, rows: Tensor, v: Tensor, eta: Tensor):
+    """One chunk: ``rows`` are its inputs ``x`` then its keys ``k`` (``2n`` rows); returns the read-out of ``x``,
+    the stepped weights and the intermediates of the backward."""
+    n = v.shape[-2]
+    k = rows[..., n:, :]
     out, acts = fused_swiglu(w_in, w_out, rows)
     residual = out[..., n:, :] - v
     key_acts = tuple(t[..., n:, :] for t in acts)
     d_in, d_out, da, slope = assoc_grad_terms(k, residual, w_out, key_acts)
-    saved = (rows, acts, residual, da, slope)
+    saved = (acts, residual, da, slope)
     return out[..., :n, :], w_in - eta * d_in, w_out - eta * d_out, saved
 
 
-def _level_chunk_vjp(w_in, w_out, k, eta, saved, g_y, g_win_next, g_wout_next):
-    """Cotangents ``(x, k, v, eta, w_in, w_out)`` of one chunk given those of its read-out and next weights."""
-    rows, (g, u, sig, a), residual, da, slope = saved
+def _level_chunk_vjp(w_in, w_out, rows, eta, saved, g_y, g_win_next, g_wout_next):
+    """Cotangents ``([x; k], v, eta, w_in, w_out)`` of one chunk given those of its read-out and next weights."""
+    (g, u, sig, a), residual, da, slope = saved
     n = g_y.shape[-2]
+    k = rows[..., n:, :]
     # d_in = P^T k with P = [da u s'(g), da silu(g)] and d_out = r^T a at the key rows (suffix _k); the
     # step's eta-gradient -<d_in, G_in> - <d_out, G_out> is read off the same products
     gk_, uk, sigk, ak = g[..., n:, :], u[..., n:, :], sig[..., n:, :], a[..., n:, :]
@@ -57,37 +59,38 @@ def _level_chunk_vjp(w_in, w_out, k, eta, saved, g_y, g_win_next, g_wout_next):
     g_u = torch.cat([g_ax * gx_ * sigx, g_ak * gk_ * sigk + g_uk], dim=-2)
     g_gu = torch.cat([g_g, g_u], dim=-1)
     g_rows = g_gu @ w_in
+    g_rows[..., n:, :] += g_k  # the keys also enter d_in directly
     g_win = g_win_next + g_gu.transpose(-1, -2) @ rows
-    return g_rows[..., :n, :], g_rows[..., n:, :] + g_k, -g_res, g_eta, g_win, g_wout
+    return g_rows, -g_res, g_eta, g_win, g_wout
 
 
 class LevelChunks(torch.autograd.Function):
-    """A CMS level over whole chunks: ``x``, ``keys``, ``values`` of shape ``(B, n_chunks, C, D)``."""
+    """A CMS level over whole chunks: ``rows (B, n_chunks, 2C, D)`` (each chunk's inputs, then its keys) and
+    ``values (B, n_chunks, C, D)``."""
 
     @staticmethod
-    def forward(ctx, x, keys, values, eta, w_in, w_out):
+    def forward(ctx, rows, values, eta, w_in, w_out):
         ys, starts, saved = [], [], []
-        for xj, kj, vj in zip(x.unbind(1), keys.unbind(1), values.unbind(1)):
+        for rj, vj in zip(rows.unbind(1), values.unbind(1)):
             starts.append((w_in, w_out))
-            y, w_in, w_out, s = _level_chunk(w_in, w_out, xj, kj, vj, eta)
+            y, w_in, w_out, s = _level_chunk(w_in, w_out, rj, vj, eta)
             ys.append(y)
             saved.append(s)
-        ctx.starts, ctx.saved, ctx.keys, ctx.eta = starts, saved, keys.unbind(1), eta
+        ctx.starts, ctx.saved, ctx.rows, ctx.eta = starts, saved, rows.unbind(1), eta
         ctx.shapes = (starts[0][0].shape, starts[0][1].shape)
         return torch.stack(ys, 1), w_in, w_out
 
     @staticmethod
     @once_differentiable
     def backward(ctx, g_y, g_win, g_wout):
-        gx, gk, gv, g_eta = [], [], [], 0
+        g_rows, g_v, g_eta = [], [], 0
         for j in reversed(range(len(ctx.saved))):
             w_in, w_out = ctx.starts[j]
-            a, b, c, e, g_win, g_wout = _level_chunk_vjp(w_in, w_out, ctx.keys[j], ctx.eta, ctx.saved[j],
-                                                         g_y[:, j], g_win, g_wout)
-            gx.append(a)
-            gk.append(b)
-            gv.append(c)
-            g_eta = g_eta + e
+            gr, gv, ge, g_win, g_wout = _level_chunk_vjp(w_in, w_out, ctx.rows[j], ctx.eta, ctx.saved[j], g_y[:, j],
+                                                         g_win, g_wout)
+            g_rows.append(gr)
+            g_v.append(gv)
+            g_eta = g_eta + ge
         stack = lambda parts: torch.stack(parts[::-1], 1)  # noqa: E731
-        return (stack(gx), stack(gk), stack(gv), g_eta.reshape(ctx.eta.shape), g_win.sum_to_size(ctx.shapes[0]),
+        return (stack(g_rows), stack(g_v), g_eta.reshape(ctx.eta.shape), g_win.sum_to_size(ctx.shapes[0]),
                 g_wout.sum_to_size(ctx.shapes[1]))

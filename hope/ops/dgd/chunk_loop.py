@@ -93,13 +93,15 @@ def _memory_chunk(f: Flags, state, k, v, q, eta, eta2, gates, tinv, read, beta):
     """One chunk of the main memory from its starting ``state``; returns the read-out, the end state, the
     anchors and the intermediates the backward needs."""
     a1, a2, v1, v2 = _start(*state, beta, f.momentum)
-    m = memory_forward(a1, a2, v, f.act) if f.self_target else None
+    mc = {}
+    m = memory_forward(a1, a2, v, f.act, mc) if f.self_target else None
     target = l2norm(m) if f.self_target else v
-    u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd)
+    ig = {}
+    u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd, ig)
     w2e, y2, c2 = gated_step(a2, k, e2, q, eta2, gates, f.dgd, tinv, read)
     hq = activation(y2, f.act)
     w1e, y1, c1 = gated_step(a1, u1, e1, hq, effective_eta(eta, u1, f.dgd), gates, f.dgd)
-    saved = (a1, a2, m, target, u1, y2, c1, c2)
+    saved = (a1, a2, m, mc, ig, u1, y2, c1, c2)
     return q + y1, _end(w1e, w2e, a1, a2, v1, v2, f.momentum), (a1, a2), saved
 
 
@@ -138,7 +140,7 @@ class MemoryChunks(torch.autograd.Function):
         g_outs = g_out.unbind(-3)
         for j in reversed(range(n)):
             gates = _gates_of(fields, j)
-            a1, a2, m, target, u1, y2, c1, c2 = ctx.saved[j]
+            a1, a2, m, mc, ig, u1, y2, c1, c2 = ctx.saved[j]
             gw1, gw2 = (g_w1 + g_v1, g_w2 + g_v2) if f.momentum else (g_w1, g_w2)
             ga1, ga2 = (-g_v1, -g_v2) if f.momentum else (0, 0)
             if j == n - 1:
@@ -147,10 +149,10 @@ class MemoryChunks(torch.autograd.Function):
             g_eta, g_u1 = effective_eta_vjp(eta_[j], u1, s1.eta, f.dgd)
             g_u1 = s1.u if g_u1 is None else s1.u + g_u1
             s2 = gated_step_vjp(c2, gates, f.dgd, gw2, s1.x * activation_grad(y2, f.act))
-            g_k, g_target, ia1, ia2 = inner_grads_vjp(a1, a2, k_[j], target, f.act, f.dgd, g_u1, s1.e, s2.e)
+            g_k, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k_[j], f.act, f.dgd, g_u1, s1.e, s2.e)
             ga1, ga2 = ga1 + s1.w + ia1, ga2 + s2.w + ia2
             if f.self_target:
-                g_v, ma1, ma2 = memory_forward_vjp(a1, a2, v_[j], l2norm_vjp(m, g_target), f.act)
+                g_v, ma1, ma2 = memory_forward_vjp(a1, a2, v_[j], l2norm_vjp(m, g_target), f.act, mc)
                 ga1, ga2 = ga1 + ma1, ga2 + ma2
             else:
                 g_v = g_target
@@ -197,18 +199,19 @@ def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size,
 # key and value memories (stacked on a leading axis of 2): self-generated keys and values
 
 
-def _kv_chunk(f: Flags, state, k_in, v_in, eta, gates, beta):
-    """One chunk of the key/value memories; returns the keys, values, end state, anchors and intermediates."""
+def _kv_chunk(f: Flags, state, kv_in, eta, gates, beta):
+    """One chunk of the key/value memories (``kv_in``: the inputs of M_k and M_v, stacked); returns the keys,
+    values, end state, anchors and intermediates."""
     a1, a2, v1, v2 = _start(*state, beta, f.momentum)
-    k_raw = memory_forward(a1[0], a2[0], k_in, f.act)
+    kvc, mc = {}, {}
+    k_raw, v = memory_forward(a1, a2, kv_in, f.act, kvc).unbind(0)  # M_k(k~), M_v(v~) in one batched read
     k = l2norm(k_raw)
-    v = memory_forward(a1[1], a2[1], v_in, f.act)
-    m = memory_forward(a1, a2, v, f.act)
-    target = l2norm(m)
-    u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd)
+    m = memory_forward(a1, a2, v, f.act, mc)
+    ig = {}
+    u1, e1, _, e2 = inner_grads(a1, a2, k, l2norm(m), f.act, f.dgd, ig)
     w2e, _, c2 = gated_step(a2, k.expand(e1.shape), e2, None, effective_eta(eta, k, f.dgd), gates, f.dgd)
     w1e, _, c1 = gated_step(a1, u1, e1, None, effective_eta(eta, u1, f.dgd), gates, f.dgd)
-    saved = (a1, a2, k_raw, k, v, m, target, u1, c1, c2)
+    saved = (a1, a2, kvc, k_raw, k, v, m, mc, ig, u1, c1, c2)
     return k, v, _end(w1e, w2e, a1, a2, v1, v2, f.momentum), (a1, a2), saved
 
 
@@ -216,19 +219,19 @@ class KVChunks(torch.autograd.Function):
     """The key and value memories over chunked inputs ``(..., n_chunks, C, d)``; see the module docstring."""
 
     @staticmethod
-    def forward(ctx, f: Flags, k_in, v_in, eta, eg, egp, eend, elast, strict, causal, beta, w1, w2, v1, v2):
-        k_, v_, strict_, causal_ = (t.unbind(-3) for t in (k_in, v_in, strict, causal))
+    def forward(ctx, f: Flags, kv_in, eta, eg, egp, eend, elast, strict, causal, beta, w1, w2, v1, v2):
+        kv_, strict_, causal_ = (t.unbind(-3) for t in (kv_in, strict, causal))
         eta_, eg_, egp_, eend_, elast_ = (t.unbind(-2) for t in (eta, eg, egp, eend, elast))
         beta_ = beta.unbind(-1)
         fields = [eg_, egp_, eend_, elast_, strict_, causal_]
         state, starts, saved, ks, vs = (w1, w2, v1, v2), [], [], [], []
-        for j in range(len(k_)):
+        for j in range(len(kv_)):
             starts.append(state[2:])  # the incoming velocities (for beta's gradient); W is in the anchors
-            k, v, state, anchors, s = _kv_chunk(f, state, k_[j], v_[j], eta_[j], _gates_of(fields, j), beta_[j])
+            k, v, state, anchors, s = _kv_chunk(f, state, kv_[j], eta_[j], _gates_of(fields, j), beta_[j])
             ks.append(k)
             vs.append(v)
             saved.append(s)
-        ctx.f, ctx.starts, ctx.saved, ctx.chunks = f, starts, saved, (k_, v_, eta_, fields, beta_)
+        ctx.f, ctx.starts, ctx.saved, ctx.chunks = f, starts, saved, (kv_, eta_, fields, beta_)
         result = (torch.stack(ks, -3), torch.stack(vs, -3), state[0], state[1], *(a.clone() for a in anchors))
         return result + ((state[2], state[3]) if f.momentum else ())
 
@@ -236,14 +239,14 @@ class KVChunks(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_k_out, g_v_out, g_w1, g_w2, g_a1, g_a2, g_v1=None, g_v2=None):
         f = ctx.f
-        k_, v_, eta_, fields, beta_ = ctx.chunks
-        n = len(k_)
-        acc = {name: [] for name in ("k", "v", "eta", "beta", *_GATE_FIELDS)}
+        kv_, eta_, fields, beta_ = ctx.chunks
+        n = len(kv_)
+        acc = {name: [] for name in ("kv", "eta", "beta", *_GATE_FIELDS)}
         g_ks, g_vs = g_k_out.unbind(-3), g_v_out.unbind(-3)
         for j in reversed(range(n)):
             gates = _gates_of(fields, j)
             eta = eta_[j]
-            a1, a2, k_raw, k, v, m, target, u1, c1, c2 = ctx.saved[j]
+            a1, a2, kvc, k_raw, k, v, m, mc, ig, u1, c1, c2 = ctx.saved[j]
             gw1, gw2 = (g_w1 + g_v1, g_w2 + g_v2) if f.momentum else (g_w1, g_w2)
             ga1, ga2 = (-g_v1, -g_v2) if f.momentum else (0, 0)
             if j == n - 1:
@@ -254,27 +257,24 @@ class KVChunks(torch.autograd.Function):
             s2 = gated_step_vjp(c2, gates, f.dgd, gw2, None)
             g_eta2, g_k = effective_eta_vjp(eta, k, s2.eta.sum_to_size(eta.shape), f.dgd)
             g_k = s2.u.sum_to_size(k.shape) if g_k is None else g_k + s2.u.sum_to_size(k.shape)
-            ik, g_target, ia1, ia2 = inner_grads_vjp(a1, a2, k, target, f.act, f.dgd, g_u1, s1.e, s2.e)
+            ik, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k, f.act, f.dgd, g_u1, s1.e, s2.e)
             g_m = l2norm_vjp(m, g_target)
-            mv, ma1, ma2 = memory_forward_vjp(a1, a2, v, g_m, f.act)
+            mv, ma1, ma2 = memory_forward_vjp(a1, a2, v, g_m, f.act, mc)
             ga1, ga2 = ga1 + s1.w + ia1 + ma1, ga2 + s2.w + ia2 + ma2
             g_v = g_vs[j] + mv.sum_to_size(v.shape)
-            g_vin, va1, va2 = memory_forward_vjp(a1[1], a2[1], v_[j], g_v, f.act)
             g_kraw = l2norm_vjp(k_raw, g_ks[j] + g_k + ik.sum_to_size(k.shape))
-            g_kin, ka1, ka2 = memory_forward_vjp(a1[0], a2[0], k_[j], g_kraw, f.act)
-            ga1 = ga1 + torch.stack([ka1, va1])
-            ga2 = ga2 + torch.stack([ka2, va2])
+            g_kvin, ra1, ra2 = memory_forward_vjp(a1, a2, kv_[j], torch.stack([g_kraw, g_v]), f.act, kvc)
+            ga1, ga2 = ga1 + ra1, ga2 + ra2
             g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][0], beta_[j], f.momentum, ga1, g_v1)
             g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][1], beta_[j], f.momentum, ga2, g_v2)
-            acc["k"].append(g_kin)
-            acc["v"].append(g_vin)
+            acc["kv"].append(g_kvin)
             acc["eta"].append(g_eta.sum_to_size(eta.shape) + g_eta2)
             acc["beta"].append((gb1 + gb2).sum_to_size(beta_[j].shape) if f.momentum else None)
             for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2), gates)):
                 acc[name].append(g)
         vec = [_stack(acc[name], -2) for name in ("eta", "eg", "egp", "eend", "elast")]
         mats = [_stack(acc[name], -3) for name in ("strict", "causal")]
-        return (None, _stack(acc["k"], -3), _stack(acc["v"], -3), *vec, *mats, _stack(acc["beta"], -1),
+        return (None, _stack(acc["kv"], -3), *vec, *mats, _stack(acc["beta"], -1),
                 g_w1, g_w2, g_v1, g_v2)
 
 
@@ -286,7 +286,7 @@ def kv_chunks(k_in, v_in, eta, log_alpha, beta, state: MemoryState, chunk_size, 
     gates = ChunkGates.from_log_alpha(log_alpha)
     f = Flags(dgd, momentum, True, act)
     k, v, w1, w2, a1, a2, *vel = KVChunks.apply(
-        f, k_in, v_in, eta, gates.eg, gates.egp, gates.eend, gates.elast, gates.strict, gates.causal,
+        f, torch.stack([k_in, v_in]), eta, gates.eg, gates.egp, gates.eend, gates.elast, gates.strict, gates.causal,
         beta[..., 0], state.w1, state.w2, state.v1, state.v2)
     v1, v2 = vel if momentum else (None, None)
     return (k.flatten(-3, -2)[..., :T, :], v.flatten(-3, -2)[..., :T, :],

@@ -63,9 +63,13 @@ class MemoryState:
         return MemoryState(d(self.w1), d(self.w2), d(self.a1), d(self.a2), d(self.v1), d(self.v2), self.offset)
 
 
-def memory_forward(w1: Tensor, w2: Tensor, x: Tensor, act: str) -> Tensor:
-    """``M(x) = x + W1 s(W2 x)`` for row vectors ``x (..., n, d)``."""
-    return x + activation(x @ w2.transpose(-1, -2), act) @ w1.transpose(-1, -2)
+def memory_forward(w1: Tensor, w2: Tensor, x: Tensor, act: str, cache: dict | None = None) -> Tensor:
+    """``M(x) = x + W1 s(W2 x)`` for row vectors ``x (..., n, d)``; ``cache`` receives ``z = W2 x`` and ``s(z)``."""
+    z = x @ w2.transpose(-1, -2)
+    h = activation(z, act)
+    if cache is not None:
+        cache.update(z=z, h=h)
+    return x + h @ w1.transpose(-1, -2)
 
 
 def self_generated_target(a1: Tensor, a2: Tensor, v: Tensor, act: str) -> Tensor:
@@ -77,7 +81,8 @@ def self_generated_target(a1: Tensor, a2: Tensor, v: Tensor, act: str) -> Tensor
     return l2norm(memory_forward(a1, a2, v, act))
 
 
-def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd: bool = True):
+def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd: bool = True,
+                cache: dict | None = None):
     """Layer inputs ``u`` and error terms ``e`` of the inner loss ``0.5 ||M(k) - target||^2``, per layer.
 
     Evaluated at the anchor ``(a1, a2)`` for keys ``k (..., n, d)``; returns ``(u1, e1, u2, e2)`` for ``W1`` and
@@ -87,16 +92,23 @@ def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd
     ``y*_1 = target - k`` for the output layer (exact: its curvature is the identity) and
     ``y*_2 = z - delta_2 / (1 + ||J||_F^2)`` for the hidden layer, a damped (Levenberg-Marquardt) step in its
     output space with ``J = W1_0 diag(s'(z))``, so a large ``W1`` cannot make the hidden step overshoot.
+    ``cache``: a dict that receives the intermediates :func:`hope.ops.dgd.vjp.inner_grads_vjp` needs.
     """
     z = k @ a2.transpose(-1, -2)
     h = activation(z, act)
     r = k + h @ a1.transpose(-1, -2) - target
     slope = activation_grad(z, act)
-    delta2 = (r @ a1) * slope
+    ra = r @ a1
+    delta2 = ra * slope
+    if cache is not None:
+        cache.update(z=z, h=h, r=r, slope=slope, ra=ra, delta2=delta2)
     if not dgd:
         return h, r, k, delta2
-    curvature = (slope * slope) @ (a1 * a1).sum(-2)[..., :, None]  # ||W1_0 diag(s'(z_t))||_F^2, (..., n, 1)
-    return h, k - target, k, delta2 / (1 + curvature) - z
+    sq = (a1 * a1).sum(-2)
+    den = 1 + (slope * slope) @ sq[..., :, None]  # 1 + ||W1_0 diag(s'(z_t))||_F^2, (..., n, 1)
+    if cache is not None:
+        cache.update(sq=sq, den=den)
+    return h, k - target, k, delta2 / den - z
 
 
 def start_chunk(state: MemoryState, beta: Tensor, momentum: bool) -> MemoryState:

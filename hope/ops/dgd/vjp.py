@@ -23,28 +23,27 @@ def l2norm_vjp(x: Tensor, g: Tensor, eps: float = 1e-6) -> Tensor:
     return rs * g - x * (rs * rs * rs) * (g * x).sum(-1, keepdim=True)
 
 
-def memory_forward_vjp(w1: Tensor, w2: Tensor, x: Tensor, g: Tensor, act: str) -> tuple[Tensor, Tensor, Tensor]:
-    """Cotangents ``(x, w1, w2)`` of ``M(x) = x + W1 s(W2 x)`` given the output cotangent ``g``."""
-    z = x @ w2.transpose(-1, -2)
+def memory_forward_vjp(w1: Tensor, w2: Tensor, x: Tensor, g: Tensor, act: str,
+                       cache: dict | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Cotangents ``(x, w1, w2)`` of ``M(x) = x + W1 s(W2 x)`` given the output cotangent ``g`` (``cache``: the
+    dict :func:`hope.ops.dgd.common.memory_forward` filled; recomputed when None)."""
+    z = x @ w2.transpose(-1, -2) if cache is None else cache["z"]
+    h = activation(z, act) if cache is None else cache["h"]
     gz = (g @ w1) * activation_grad(z, act)
     gx = g + gz @ w2
-    return gx, g.transpose(-1, -2) @ activation(z, act), gz.transpose(-1, -2) @ x
+    return gx, g.transpose(-1, -2) @ h, gz.transpose(-1, -2) @ x
 
 
-def inner_grads_vjp(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd: bool,
+def inner_grads_vjp(cache: dict, a1: Tensor, a2: Tensor, k: Tensor, act: str, dgd: bool,
                     g_u1: Tensor, g_e1: Tensor, g_e2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Cotangents ``(k, target, a1, a2)`` of :func:`hope.ops.dgd.common.inner_grads` given those of its
-    outputs ``u1 = s(z)``, ``e1`` and ``e2`` (its output ``u2 = k`` is the caller's to add)."""
-    z = k @ a2.transpose(-1, -2)
-    h, slope = activation(z, act), activation_grad(z, act)
-    r = k + h @ a1.transpose(-1, -2) - target
-    ra = r @ a1
+    outputs ``u1 = s(z)``, ``e1`` and ``e2`` (its output ``u2 = k`` is the caller's to add); ``cache`` is the
+    dict the forward filled."""
+    z, h, r, slope, ra = cache["z"], cache["h"], cache["r"], cache["slope"], cache["ra"]
     if dgd:
-        delta2 = ra * slope
-        sq = (a1 * a1).sum(-2)  # (..., h)
-        den = 1 + (slope * slope) @ sq[..., :, None]  # (..., n, 1)
+        sq, den = cache["sq"], cache["den"]
         g_delta2 = g_e2 / den
-        g_curv = -(g_e2 * delta2).sum(-1, keepdim=True) / (den * den)
+        g_curv = -(g_e2 * cache["delta2"]).sum(-1, keepdim=True) / (den * den)
         g_slope = 2 * slope * g_curv * sq[..., None, :]
         g_a1 = 2 * a1 * ((slope * slope) * g_curv).sum(-2)[..., None, :]
         g_z, g_k, g_r = -g_e2, g_e1, None
