@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from types import SimpleNamespace
 
 import torch
@@ -26,19 +27,28 @@ def _triton_ops() -> SimpleNamespace | None:
         return None
 
 
-# The Triton kernels match the chunk backend under the Triton interpreter but have not yet been compiled and
-# validated on a GPU (kernels/README.md), so ``auto`` picks them only when this opt-in variable is set.
+#: ``HOPE_AUTO_TRITON=0`` keeps ``auto`` on the chunk backend on CUDA too.
 AUTO_TRITON_ENV = "HOPE_AUTO_TRITON"
 
 
 def resolve_backend(backend: str, device: torch.device | str) -> str:
-    """``auto`` is ``chunk``, or ``triton`` on CUDA when ``HOPE_AUTO_TRITON=1`` and the kernels import
-    (identical semantics, so the choice never changes results beyond floating-point rounding)."""
-    if backend == "auto":
-        cuda = torch.device(device).type == "cuda"
-        opt_in = os.environ.get(AUTO_TRITON_ENV) == "1"
-        return "triton" if cuda and opt_in and _triton_ops() is not None else "chunk"
-    return backend
+    """``auto`` is ``triton`` on CUDA when the kernels import and pass their on-device parity check
+    (:mod:`kernels.selfcheck`, once per device), else ``chunk``. Both implement identical semantics, so the
+    choice never changes results beyond floating-point rounding; a failed check is reported with a warning."""
+    if backend != "auto":
+        return backend
+    device = torch.device(device)
+    if device.type != "cuda" or os.environ.get(AUTO_TRITON_ENV) == "0" or _triton_ops() is None:
+        return "chunk"
+    from kernels.selfcheck import check_device
+
+    problem = check_device(str(device))
+    if problem is not None:
+        warnings.warn(f"backend='auto': the Triton kernels failed their parity check on {device} ({problem}); "
+                      f"using the chunk backend (same semantics). Set {AUTO_TRITON_ENV}=0 to skip the check.",
+                      stacklevel=2)
+        return "chunk"
+    return "triton"
 
 
 def get_ops(backend: str, device: torch.device | str = "cpu") -> SimpleNamespace:
