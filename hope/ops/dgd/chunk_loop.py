@@ -188,11 +188,19 @@ def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size,
         tinv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
     read = gates.causal * (q @ k.transpose(-1, -2))
     f = Flags(dgd, momentum, self_target, act)
-    out, w1, w2, a1, a2, *vel = MemoryChunks.apply(
-        f, k, v, q, eta, eta2, gates.eg, gates.egp, gates.eend, gates.elast, gates.strict, gates.causal, tinv,
-        read, beta[..., 0], state.w1, state.w2, state.v1, state.v2)
-    v1, v2 = vel if momentum else (None, None)
-    return out.flatten(-3, -2)[..., :T, :], MemoryState(w1, w2, a1, a2, v1, v2, T % chunk_size)
+    lead = k.shape[:-3]  # memories are independent: one flat batch axis makes every matmul a plain bmm
+
+    def flat(t: Tensor | None, tail: int) -> Tensor | None:
+        return None if t is None else t.expand(*lead, *t.shape[-tail:]).reshape(-1, *t.shape[-tail:])
+
+    out, *st = MemoryChunks.apply(
+        f, *(flat(t, 3) for t in (k, v, q)), *(flat(t, 2) for t in (eta, eta2, gates.eg, gates.egp, gates.eend,
+                                                                     gates.elast)),
+        *(flat(t, 3) for t in (gates.strict, gates.causal, tinv, read)), flat(beta[..., 0], 1),
+        *(flat(t, 2) for t in (state.w1, state.w2, state.v1, state.v2)))
+    w1, w2, a1, a2, v1, v2 = (None if t is None else t.reshape(*lead, *t.shape[1:])
+                              for t in (st if momentum else st + [None, None]))
+    return out.reshape(*lead, -1, out.shape[-1])[..., :T, :], MemoryState(w1, w2, a1, a2, v1, v2, T % chunk_size)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -200,18 +208,19 @@ def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size,
 
 
 def _kv_chunk(f: Flags, state, kv_in, eta, gates, beta):
-    """One chunk of the key/value memories (``kv_in``: the inputs of M_k and M_v, stacked); returns the keys,
-    values, end state, anchors and intermediates."""
+    """One chunk of the key/value memories, flattened to ``M = 2N`` memories (M_k for the first N sequence-heads,
+    then M_v): ``kv_in (M, C, d)`` their inputs; ``eta``, ``gates``, ``beta`` repeated for both. Returns the
+    keys and values ``(N, C, d)``, the end state, the anchors and the intermediates of the backward."""
     a1, a2, v1, v2 = _start(*state, beta, f.momentum)
-    kvc, mc = {}, {}
-    k_raw, v = memory_forward(a1, a2, kv_in, f.act, kvc).unbind(0)  # M_k(k~), M_v(v~) in one batched read
+    kvc, mc, ig = {}, {}, {}
+    k_raw, v = memory_forward(a1, a2, kv_in, f.act, kvc).chunk(2)  # M_k(k~), M_v(v~) in one batched read
     k = l2norm(k_raw)
-    m = memory_forward(a1, a2, v, f.act, mc)
-    ig = {}
-    u1, e1, _, e2 = inner_grads(a1, a2, k, l2norm(m), f.act, f.dgd, ig)
-    w2e, _, c2 = gated_step(a2, k.expand(e1.shape), e2, None, effective_eta(eta, k, f.dgd), gates, f.dgd)
+    k2, v2_ = k.repeat(2, 1, 1), v.repeat(2, 1, 1)  # each memory regresses M(k) onto its target of v
+    m = memory_forward(a1, a2, v2_, f.act, mc)
+    u1, e1, _, e2 = inner_grads(a1, a2, k2, l2norm(m), f.act, f.dgd, ig)
+    w2e, _, c2 = gated_step(a2, k2, e2, None, effective_eta(eta, k2, f.dgd), gates, f.dgd)
     w1e, _, c1 = gated_step(a1, u1, e1, None, effective_eta(eta, u1, f.dgd), gates, f.dgd)
-    saved = (a1, a2, kvc, k_raw, k, v, m, mc, ig, u1, c1, c2)
+    saved = (a1, a2, kvc, k_raw, k2, v2_, m, mc, ig, u1, c1, c2)
     return k, v, _end(w1e, w2e, a1, a2, v1, v2, f.momentum), (a1, a2), saved
 
 
@@ -246,7 +255,7 @@ class KVChunks(torch.autograd.Function):
         for j in reversed(range(n)):
             gates = _gates_of(fields, j)
             eta = eta_[j]
-            a1, a2, kvc, k_raw, k, v, m, mc, ig, u1, c1, c2 = ctx.saved[j]
+            a1, a2, kvc, k_raw, k2, v2_, m, mc, ig, u1, c1, c2 = ctx.saved[j]
             gw1, gw2 = (g_w1 + g_v1, g_w2 + g_v2) if f.momentum else (g_w1, g_w2)
             ga1, ga2 = (-g_v1, -g_v2) if f.momentum else (0, 0)
             if j == n - 1:
@@ -255,21 +264,21 @@ class KVChunks(torch.autograd.Function):
             g_eta, g_u1 = effective_eta_vjp(eta, u1, s1.eta, f.dgd)
             g_u1 = s1.u if g_u1 is None else s1.u + g_u1
             s2 = gated_step_vjp(c2, gates, f.dgd, gw2, None)
-            g_eta2, g_k = effective_eta_vjp(eta, k, s2.eta.sum_to_size(eta.shape), f.dgd)
-            g_k = s2.u.sum_to_size(k.shape) if g_k is None else g_k + s2.u.sum_to_size(k.shape)
-            ik, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k, f.act, f.dgd, g_u1, s1.e, s2.e)
-            g_m = l2norm_vjp(m, g_target)
-            mv, ma1, ma2 = memory_forward_vjp(a1, a2, v, g_m, f.act, mc)
+            g_eta2, g_k2 = effective_eta_vjp(eta, k2, s2.eta, f.dgd)
+            g_k2 = s2.u if g_k2 is None else s2.u + g_k2
+            ik, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k2, f.act, f.dgd, g_u1, s1.e, s2.e)
+            mv, ma1, ma2 = memory_forward_vjp(a1, a2, v2_, l2norm_vjp(m, g_target), f.act, mc)
             ga1, ga2 = ga1 + s1.w + ia1 + ma1, ga2 + s2.w + ia2 + ma2
-            g_v = g_vs[j] + mv.sum_to_size(v.shape)
-            g_kraw = l2norm_vjp(k_raw, g_ks[j] + g_k + ik.sum_to_size(k.shape))
-            g_kvin, ra1, ra2 = memory_forward_vjp(a1, a2, kv_[j], torch.stack([g_kraw, g_v]), f.act, kvc)
+            g_k = sum((g_k2 + ik).chunk(2))  # the key and value inputs were repeated for both memories
+            g_v = g_vs[j] + sum(mv.chunk(2))
+            g_kraw = l2norm_vjp(k_raw, g_ks[j] + g_k)
+            g_kvin, ra1, ra2 = memory_forward_vjp(a1, a2, kv_[j], torch.cat([g_kraw, g_v]), f.act, kvc)
             ga1, ga2 = ga1 + ra1, ga2 + ra2
             g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][0], beta_[j], f.momentum, ga1, g_v1)
             g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][1], beta_[j], f.momentum, ga2, g_v2)
             acc["kv"].append(g_kvin)
-            acc["eta"].append(g_eta.sum_to_size(eta.shape) + g_eta2)
-            acc["beta"].append((gb1 + gb2).sum_to_size(beta_[j].shape) if f.momentum else None)
+            acc["eta"].append(g_eta + g_eta2)
+            acc["beta"].append(gb1 + gb2 if f.momentum else None)
             for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2), gates)):
                 acc[name].append(g)
         vec = [_stack(acc[name], -2) for name in ("eta", "eg", "egp", "eend", "elast")]
@@ -285,9 +294,17 @@ def kv_chunks(k_in, v_in, eta, log_alpha, beta, state: MemoryState, chunk_size, 
     eta, log_alpha, beta = (_chunked(t, chunk_size, -1) for t in (eta, log_alpha, beta))
     gates = ChunkGates.from_log_alpha(log_alpha)
     f = Flags(dgd, momentum, True, act)
-    k, v, w1, w2, a1, a2, *vel = KVChunks.apply(
-        f, torch.stack([k_in, v_in]), eta, gates.eg, gates.egp, gates.eend, gates.elast, gates.strict, gates.causal,
-        beta[..., 0], state.w1, state.w2, state.v1, state.v2)
-    v1, v2 = vel if momentum else (None, None)
-    return (k.flatten(-3, -2)[..., :T, :], v.flatten(-3, -2)[..., :T, :],
-            MemoryState(w1, w2, a1, a2, v1, v2, T % chunk_size))
+    lead = k_in.shape[:-3]  # (B, H); the memories (2, B, H) become one flat axis of 2N
+
+    def flat(t: Tensor | None, tail: int) -> Tensor | None:
+        return None if t is None else t.expand(2, *lead, *t.shape[-tail:]).reshape(-1, *t.shape[-tail:])
+
+    k, v, *st = KVChunks.apply(
+        f, torch.stack([k_in, v_in]).flatten(0, len(lead)),
+        *(flat(t, 2) for t in (eta, gates.eg, gates.egp, gates.eend, gates.elast)),
+        *(flat(t, 3) for t in (gates.strict, gates.causal)), flat(beta[..., 0], 1),
+        *(flat(t, 2) for t in (state.w1, state.w2, state.v1, state.v2)))
+    w1, w2, a1, a2, v1, v2 = (None if t is None else t.reshape(2, *lead, *t.shape[1:])
+                              for t in (st if momentum else st + [None, None]))
+    k, v = (t.reshape(*lead, -1, t.shape[-1])[..., :T, :] for t in (k, v))
+    return k, v, MemoryState(w1, w2, a1, a2, v1, v2, T % chunk_size)
