@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 
 import torch
-from train_speed import median_step_seconds  # benchmarks/ is on sys.path when run as a script
+from train_speed import step_seconds  # benchmarks/ is on sys.path when run as a script
 
 from hope import HopeConfig, HopeLM
 
@@ -36,16 +37,22 @@ def fwd_bwd_seconds(model: HopeLM, x: torch.Tensor) -> float:
     return time.perf_counter() - t
 
 
-def training_step_seconds(names: list[str], seq_len: int, batch: int, steps: int) -> list[float]:
-    """Median seconds of a training step (forward, backward, AdamW) of each preset on random tokens, with the
-    models' steps interleaved (:func:`train_speed.median_step_seconds`)."""
+def training_step_seconds(names: list[str], seq_len: int, batch: int, steps: int) -> list[list[float]]:
+    """Seconds of each training step (forward, backward, AdamW) of each preset on random tokens, with the
+    models' steps interleaved (:func:`train_speed.step_seconds`)."""
     runs = []
     for name in names:
         torch.manual_seed(0)
         model = HopeLM(HopeConfig.from_name(name, backend="chunk"))
         x = torch.randint(0, model.config.vocab_size, (batch, seq_len))
         runs.append((model, torch.optim.AdamW(model.parameters(), lr=4e-4), lambda x=x: x))
-    return median_step_seconds(runs, steps)
+    return step_seconds(runs, steps)
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    """Lower quartile, median and upper quartile."""
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[1], q[2]
 
 
 @torch.no_grad()
@@ -67,7 +74,7 @@ def main() -> None:
     p.add_argument("--seq-len", type=int, default=2048)
     p.add_argument("--train-seq-lens", type=int, nargs="+", default=[512, 2048])
     p.add_argument("--batches", type=int, nargs="+", default=[2, 4], help="training batch sizes")
-    p.add_argument("--steps", type=int, default=5, help="timed training steps per model (median)")
+    p.add_argument("--steps", type=int, default=9, help="timed training steps per model (median)")
     p.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
     p.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive backend timing")
     args = p.parse_args()
@@ -87,13 +94,16 @@ def main() -> None:
         print("| backend | seconds | speedup |\n|---|---|---|")
         print(f"| naive | {t_naive:.2f} | 1.0x |\n| chunk | {t_chunk:.2f} | {t_naive / t_chunk:.1f}x |")
 
-    print(f"\n## training tokens/s (forward+backward+AdamW), median of {args.steps} interleaved steps")
-    print("| batch | T | tiny (HOPE) | transformer-tiny | ratio HOPE / Transformer++ |\n|---|---|---|---|---|")
+    print(f"\n## training tokens/s (forward+backward+AdamW), median of {args.steps} interleaved steps; the ratio is "
+          "the median (and quartiles) over steps of HOPE's speed relative to the Transformer++ step next to it")
+    print("| batch | T | tiny (HOPE) | transformer-tiny | ratio HOPE / Transformer++ | quartiles |")
+    print("|---|---|---|---|---|---|")
     for batch in args.batches:
         for T in args.train_seq_lens:
             t_hope, t_tfm = training_step_seconds(["tiny", "transformer-tiny"], T, batch, args.steps)
-            hope, tfm = batch * T / t_hope, batch * T / t_tfm
-            print(f"| {batch} | {T} | {hope:.0f} | {tfm:.0f} | {hope / tfm:.2f} |", flush=True)
+            hope, tfm = batch * T / statistics.median(t_hope), batch * T / statistics.median(t_tfm)
+            lo, mid, hi = quartiles([b / a for a, b in zip(t_hope, t_tfm)])
+            print(f"| {batch} | {T} | {hope:.0f} | {tfm:.0f} | {mid:.2f} | {lo:.2f}-{hi:.2f} |", flush=True)
 
     print("\n## generation after a context of L tokens (B=1): ms per new token, state bytes")
     print("| L | HOPE ms/token | HOPE state | Transformer++ ms/token | Transformer++ state (KV cache) |")

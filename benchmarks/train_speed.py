@@ -27,8 +27,8 @@ from hope.training.optimizer import build_optimizer
 from hope.training.tokenizer import ByteTokenizer
 
 
-def median_step_seconds(runs: list[tuple], steps: int, warmup: int = 1) -> list[float]:
-    """Median seconds of a training step (forward, backward, optimizer) for each ``(model, optimizer,
+def step_seconds(runs: list[tuple], steps: int, warmup: int = 1) -> list[list[float]]:
+    """Seconds of each timed training step (forward, backward, optimizer) for each ``(model, optimizer,
     next_batch)``; the models take turns step by step, so drifts in machine load hit them alike."""
     times: list[list[float]] = [[] for _ in runs]
     for i in range(warmup + steps):
@@ -40,7 +40,12 @@ def median_step_seconds(runs: list[tuple], steps: int, warmup: int = 1) -> list[
             opt.zero_grad(set_to_none=True)
             if i >= warmup:
                 ts.append(time.perf_counter() - t)
-    return [statistics.median(ts) for ts in times]
+    return times
+
+
+def median_step_seconds(runs: list[tuple], steps: int, warmup: int = 1) -> list[float]:
+    """Median of :func:`step_seconds` for each run."""
+    return [statistics.median(ts) for ts in step_seconds(runs, steps, warmup)]
 
 
 def throughput(presets: list[str], seq_len: int, batch_size: int, steps: int, warmup: int) -> None:
