@@ -83,7 +83,9 @@ class CMSLevel(nn.Module):
             return x + swiglu(self.w_gate, self.w_up, self.w_down, a), None
         state = self.init_state() if state is None else state
         op = get_ops(self.backend, x.device).cms_level
-        y, state = op(a, self.w_key, self.w_value, self.eta.clamp(min=0), state, chunk_size=self.chunk_size)
+        with torch.autocast(x.device.type, enabled=False):  # in-context weights and steps in fp32
+            y, state = op(a.float(), self.w_key, self.w_value, self.eta.clamp(min=0), state,
+                          chunk_size=self.chunk_size)
         return x + y, state
 
     def extra_repr(self) -> str:

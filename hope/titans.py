@@ -126,12 +126,15 @@ class SelfModifyingTitans(nn.Module):
         eta, alpha, beta = rearrange(torch.sigmoid(self.gates(a)), "b t (n h) -> n b h t", n=3)
         kw = dict(dgd=self.dgd, momentum=self.momentum, act=self.memory_act)
         kv_state = None
-        if self.self_modifying:
-            k, v, kv_state = ops.smt_kv(k, v, eta, alpha, beta, state.kv, chunk_size=self.chunk_other, **kw)
-        else:
-            k = l2norm(k)
-        o, mem = ops.dgd_memory(k, v, l2norm(q), eta, alpha, beta, state.mem, chunk_size=self.chunk_memory,
-                                self_target=self.self_modifying, **kw)
+        # the fast state and its updates run in fp32 whatever the autocast context (docs/semantics.md)
+        with torch.autocast(a.device.type, enabled=False):
+            q, k, v, eta, alpha, beta = (t.float() for t in (q, k, v, eta, alpha, beta))
+            if self.self_modifying:
+                k, v, kv_state = ops.smt_kv(k, v, eta, alpha, beta, state.kv, chunk_size=self.chunk_other, **kw)
+            else:
+                k = l2norm(k)
+            o, mem = ops.dgd_memory(k, v, l2norm(q), eta, alpha, beta, state.mem, chunk_size=self.chunk_memory,
+                                    self_target=self.self_modifying, **kw)
         o = rearrange(self.head_norm(o), "b h t d -> b t (h d)") * torch.sigmoid(self.out_gate(a))
         return self.out_proj(o), TitansState(conv, mem, kv_state)
 

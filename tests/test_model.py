@@ -147,3 +147,21 @@ def test_titans_class_is_the_static_kv_variant():
     assert {n for n, _ in smt.named_parameters()} - {n for n, _ in plain.named_parameters()} == {"kv_w1", "kv_w2"}
     y, state = plain(torch.randn(2, 9, 32))
     assert y.shape == (2, 9, 32) and state.kv is None
+
+
+@pytest.mark.parametrize("mixer", ["smt", "titans"])
+def test_bf16_autocast_keeps_the_fast_state_in_fp32(mixer):
+    """Under bf16 autocast (train.py's GPU default) the memory and CMS updates run in fp32: the step trains,
+    the in-context state stays fp32 and the loss is the fp32 loss up to bf16 rounding of the projections."""
+    torch.manual_seed(0)
+    model = HopeLM(HopeConfig.from_name("tiny", mixer=mixer))
+    x = torch.randint(0, 256, (2, 160))  # every in-context level completes a chunk
+    ref = model(x, labels=x).loss
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x, labels=x)
+    out.loss.backward()
+    assert torch.isfinite(out.loss) and abs(out.loss.item() - ref.item()) < 0.02 * ref.item()
+    mixer_state, cms_state = out.state[0]
+    assert mixer_state.mem.w1.dtype == mixer_state.mem.v1.dtype == torch.float32
+    assert cms_state[0].w_in.dtype == torch.float32
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
