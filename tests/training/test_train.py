@@ -91,6 +91,12 @@ def test_optimizer_by_name(tmp_path: Path, corpus: Path) -> None:
         train.main(train_args(corpus, tmp_path / "run2", "optimizer=adam"))
 
 
+def test_bf16_autocast_trains(tmp_path: Path, corpus: Path) -> None:
+    """dtype=bfloat16 (the default on CUDA) runs on CPU too: bf16 projections, fp32 memory updates."""
+    result = train.main(train_args(corpus, tmp_path / "run", "max_steps=3", "dtype=bfloat16", "lr=1e-2"))
+    assert result["step"] == 3 and all(math.isfinite(v) for v in losses(tmp_path / "run").values())
+
+
 def test_cli_reports_a_bad_key(tmp_path: Path, corpus: Path) -> None:
     proc = run_train(["--config", "configs/tiny.yaml", "--set", "max_step=3"], check=False, timeout=120)
     assert proc.returncode != 0 and "unknown train config key(s) ['max_step']" in proc.stderr
