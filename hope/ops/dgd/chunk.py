@@ -20,6 +20,7 @@ from hope.ops.dgd.common import (
     MemoryState,
     activation,
     check_inputs,
+    collect_velocity,
     inner_grads,
     l2norm,
     memory_forward,
@@ -52,8 +53,7 @@ def _mlp_segment(
 
 def _advance(state: MemoryState, w1: Tensor, w2: Tensor) -> MemoryState:
     """The state after a segment; the velocity collects the change of the weights (heavy-ball momentum)."""
-    v1 = None if state.v1 is None else state.v1 + (w1 - state.w1)
-    v2 = None if state.v2 is None else state.v2 + (w2 - state.w2)
+    v1, v2 = collect_velocity(state.v1, w1, state.w1), collect_velocity(state.v2, w2, state.w2)
     return MemoryState(w1, w2, state.a1, state.a2, v1, v2, state.offset)
 
 

@@ -21,7 +21,15 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from hope.ops.common import l2norm
-from hope.ops.dgd.common import MemoryState, activation, activation_grad, inner_grads, memory_forward
+from hope.ops.dgd.common import (
+    MemoryState,
+    activation,
+    activation_grad,
+    collect_velocity,
+    inner_grads,
+    memory_forward,
+    open_chunk,
+)
 from hope.ops.dgd.linear import ChunkGates, effective_eta, gated_step
 from hope.ops.dgd.vjp import (
     effective_eta_vjp,
@@ -43,20 +51,9 @@ class Flags:
     act: str
 
 
-def _start(w1, w2, v1, v2, beta, momentum):
-    """:func:`hope.ops.dgd.common.start_chunk` on bare tensors: the anchors and the scaled velocities."""
-    if not momentum:
-        return w1, w2, None, None
-    b = beta[..., None, None]
-    v1, v2 = b * v1, b * v2
-    return w1 + v1, w2 + v2, v1, v2
-
-
-def _end(w1e, w2e, a1, a2, v1, v2, momentum):
-    """The state after a chunk; the velocity collects the change of the weights (heavy-ball momentum)."""
-    if not momentum:
-        return w1e, w2e, None, None
-    return w1e, w2e, v1 + (w1e - a1), v2 + (w2e - a2)
+def _end(w1e, w2e, a1, a2, v1, v2):
+    """The state after a chunk that started from the anchors ``a1``, ``a2``."""
+    return w1e, w2e, collect_velocity(v1, w1e, a1), collect_velocity(v2, w2e, a2)
 
 
 def _chunked(t: Tensor, chunk_size: int, token_dim: int) -> Tensor:
@@ -92,7 +89,7 @@ def _stack(parts: list, dim: int) -> Tensor | None:
 def _memory_chunk(f: Flags, state, k, v, q, eta, eta2, gates, tinv, read, beta):
     """One chunk of the main memory from its starting ``state``; returns the read-out, the end state, the
     anchors and the intermediates the backward needs."""
-    a1, a2, v1, v2 = _start(*state, beta, f.momentum)
+    a1, a2, v1, v2 = open_chunk(*state, beta, f.momentum)
     mc = {}
     m = memory_forward(a1, a2, v, f.act, mc) if f.self_target else None
     target = l2norm(m) if f.self_target else v
@@ -102,7 +99,7 @@ def _memory_chunk(f: Flags, state, k, v, q, eta, eta2, gates, tinv, read, beta):
     hq = activation(y2, f.act)
     w1e, y1, c1 = gated_step(a1, u1, e1, hq, effective_eta(eta, u1, f.dgd), gates, f.dgd)
     saved = (a1, a2, m, mc, ig, u1, y2, c1, c2)
-    return q + y1, _end(w1e, w2e, a1, a2, v1, v2, f.momentum), (a1, a2), saved
+    return q + y1, _end(w1e, w2e, a1, a2, v1, v2), (a1, a2), saved
 
 
 class MemoryChunks(torch.autograd.Function):
@@ -211,7 +208,7 @@ def _kv_chunk(f: Flags, state, kv_in, eta, gates, beta):
     """One chunk of the key/value memories, flattened to ``M = 2N`` memories (M_k for the first N sequence-heads,
     then M_v): ``kv_in (M, C, d)`` their inputs; ``eta``, ``gates``, ``beta`` repeated for both. Returns the
     keys and values ``(N, C, d)``, the end state, the anchors and the intermediates of the backward."""
-    a1, a2, v1, v2 = _start(*state, beta, f.momentum)
+    a1, a2, v1, v2 = open_chunk(*state, beta, f.momentum)
     kvc, mc, ig = {}, {}, {}
     k_raw, v = memory_forward(a1, a2, kv_in, f.act, kvc).chunk(2)  # M_k(k~), M_v(v~) in one batched read
     k = l2norm(k_raw)
@@ -221,7 +218,7 @@ def _kv_chunk(f: Flags, state, kv_in, eta, gates, beta):
     w2e, _, c2 = gated_step(a2, k2, e2, None, effective_eta(eta, k2, f.dgd), gates, f.dgd)
     w1e, _, c1 = gated_step(a1, u1, e1, None, effective_eta(eta, u1, f.dgd), gates, f.dgd)
     saved = (a1, a2, kvc, k_raw, k2, v2_, m, mc, ig, u1, c1, c2)
-    return k, v, _end(w1e, w2e, a1, a2, v1, v2, f.momentum), (a1, a2), saved
+    return k, v, _end(w1e, w2e, a1, a2, v1, v2), (a1, a2), saved
 
 
 class KVChunks(torch.autograd.Function):

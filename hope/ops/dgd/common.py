@@ -111,16 +111,24 @@ def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd
     return h, k - target, k, delta2 / den - z
 
 
-def start_chunk(state: MemoryState, beta: Tensor, momentum: bool) -> MemoryState:
-    """Open a chunk: apply momentum (``V <- beta V``, ``W <- W + V``) and set the anchor to the result.
+def open_chunk(w1: Tensor, w2: Tensor, v1: Tensor | None, v2: Tensor | None, beta: Tensor, momentum: bool):
+    """Momentum at a chunk start on bare tensors: ``V <- beta V``, ``W <- W + V``; returns ``(w1, w2, v1, v2)``
+    (the new weights are the chunk's anchors). ``beta``: the gate of the chunk's first token."""
+    if not momentum:
+        return w1, w2, v1, v2
+    b = beta[..., None, None]
+    v1, v2 = b * v1, b * v2
+    return w1 + v1, w2 + v2, v1, v2
 
-    ``beta``: the momentum gate of the chunk's first token, shape of the weights' leading dims.
-    """
-    w1, w2, v1, v2 = state.w1, state.w2, state.v1, state.v2
-    if momentum:
-        b = beta[..., None, None]
-        v1, v2 = b * v1, b * v2
-        w1, w2 = w1 + v1, w2 + v2
+
+def collect_velocity(v: Tensor | None, w_new: Tensor, w_old: Tensor) -> Tensor | None:
+    """Heavy-ball momentum: the velocity collects the change of the weights (None when momentum is off)."""
+    return None if v is None else v + (w_new - w_old)
+
+
+def start_chunk(state: MemoryState, beta: Tensor, momentum: bool) -> MemoryState:
+    """Open a chunk: apply momentum (:func:`open_chunk`) and set the anchor to the result."""
+    w1, w2, v1, v2 = open_chunk(state.w1, state.w2, state.v1, state.v2, beta, momentum)
     return MemoryState(w1, w2, w1, w2, v1, v2, state.offset)
 
 

@@ -22,6 +22,7 @@ from torch import Tensor
 from hope.ops.dgd.common import (
     MemoryState,
     check_inputs,
+    collect_velocity,
     inner_grads,
     l2norm,
     memory_forward,
@@ -47,8 +48,7 @@ def _update(state: MemoryState, k: Tensor, target: Tensor, eta: Tensor, alpha: T
     u1, e1, u2, e2 = inner_grads(state.a1, state.a2, k[..., None, :], target[..., None, :], act, dgd)
     w1 = _dgd_token(state.w1, u1[..., 0, :], e1[..., 0, :], eta, alpha, dgd)
     w2 = _dgd_token(state.w2, u2[..., 0, :].expand_as(e1[..., 0, :]), e2[..., 0, :], eta, alpha, dgd)
-    v1 = None if state.v1 is None else state.v1 + (w1 - state.w1)
-    v2 = None if state.v2 is None else state.v2 + (w2 - state.w2)
+    v1, v2 = collect_velocity(state.v1, w1, state.w1), collect_velocity(state.v2, w2, state.w2)
     return MemoryState(w1, w2, state.a1, state.a2, v1, v2, state.offset)
 
 
