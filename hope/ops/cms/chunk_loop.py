@@ -5,7 +5,7 @@ keys in one batched SwiGLU, takes the summed associative gradient ``d = sum_t gr
 steps ``theta_{j+1} = theta_j - eta d`` (paper Eq. 31). The backward walks the chunks in reverse with the
 cotangent ``G`` of the weights: ``G_j = G_{j+1} + (read-out terms) - eta (d/d theta_j of <d, G_{j+1}>)``, the
 last term a Hessian-vector product of the inner loss, written out for SwiGLU (``silu''`` appears through the
-gate slope). Without the autograd graph the loop runs about half the ops per chunk.
+gate slope). Measured at B=2, T=2048, C=32: 0.21 s -> 0.16 s forward+backward per level (README, Speed).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from hope.ops.cms.common import assoc_grad_terms, fused_swiglu
-from hope.ops.common import activation_grad2
+from hope.ops.common import activation_grad, activation_grad2
 
 
 def _level_chunk(w_in: Tensor, w_out: Tensor, rows: Tensor, v: Tensor, eta: Tensor):
@@ -55,7 +55,7 @@ def _level_chunk_vjp(w_in, w_out, rows, eta, saved, g_y, g_win_next, g_wout_next
     # both row blocks through a = silu(g) u (the key rows also carry the terms of d_in above)
     gx_, ux, sigx = g[..., :n, :], u[..., :n, :], sig[..., :n, :]
     g_ax = g_y @ w_out
-    g_g = torch.cat([g_ax * ux * sigx * (1 + gx_ * (1 - sigx)), g_ak * uk * slope + g_gk], dim=-2)
+    g_g = torch.cat([g_ax * ux * activation_grad(gx_, "silu"), g_ak * uk * slope + g_gk], dim=-2)
     g_u = torch.cat([g_ax * gx_ * sigx, g_ak * gk_ * sigk + g_uk], dim=-2)
     g_gu = torch.cat([g_g, g_u], dim=-1)
     g_rows = g_gu @ w_in

@@ -17,6 +17,8 @@ import dataclasses
 import torch
 from torch import Tensor
 
+from hope.ops.common import activation_grad
+
 
 @dataclasses.dataclass
 class CMSLevelState:
@@ -83,7 +85,7 @@ def assoc_grad_terms(keys: Tensor, residual: Tensor, w_out: Tensor, acts: tuple[
     g, u, sig, a = acts
     d_out = residual.transpose(-1, -2) @ a
     da = residual @ w_out
-    slope = sig * (1 + g * (1 - sig))
+    slope = activation_grad(g, "silu")
     d_in = torch.cat([da * u * slope, da * g * sig], dim=-1).transpose(-1, -2) @ keys
     return d_in, d_out, da, slope
 
