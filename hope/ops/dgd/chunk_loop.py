@@ -66,16 +66,20 @@ def _chunked(t: Tensor, chunk_size: int, token_dim: int) -> Tensor:
     return t.unflatten(token_dim, (t.shape[token_dim] // chunk_size, chunk_size))
 
 
+def _flat(t: Tensor | None, lead: tuple[int, ...], tail: int) -> Tensor | None:
+    """``t`` broadcast to ``(*lead, *tail dims)`` with the leading dims merged into one batch axis: the
+    memories are independent, and 3-D operands make every product a plain ``bmm``."""
+    return None if t is None else t.expand(*lead, *t.shape[-tail:]).reshape(-1, *t.shape[-tail:])
+
+
 def _gates_of(fields: list[Tensor], j: int) -> ChunkGates:
     return ChunkGates(*(f[j] for f in fields))
 
 
-def _sum_gate_grads(steps, gates: ChunkGates) -> list[Tensor | None]:
-    out = []
-    for name in _GATE_FIELDS:
-        parts = [s.gates[name] for s in steps if name in s.gates]
-        out.append(None if not parts else sum(parts).sum_to_size(getattr(gates, name).shape))
-    return out
+def _sum_gate_grads(steps) -> list[Tensor | None]:
+    """The cotangent of each gate field summed over the gated steps that used it (None if none did)."""
+    parts = [[s.gates[name] for s in steps if name in s.gates] for name in _GATE_FIELDS]
+    return [sum(p) if p else None for p in parts]
 
 
 def _stack(parts: list, dim: int) -> Tensor | None:
@@ -108,6 +112,8 @@ class MemoryChunks(torch.autograd.Function):
     @staticmethod
     def forward(ctx, f: Flags, k, v, q, eta, eta2, eg, egp, eend, elast, strict, causal, tinv, read, beta,
                 w1, w2, v1, v2):
+        # unbind: one backward node stacks the chunks' gradients (indexing chunk by chunk would write a
+        # full-size zero gradient per chunk)
         per_chunk = [t.unbind(-3) for t in (k, v, q, strict, causal, read)] + [t.unbind(-2) for t in
                                                                                 (eta, eta2, eg, egp, eend, elast)]
         k_, v_, q_, strict_, causal_, read_, eta_, eta2_, eg_, egp_, eend_, elast_ = per_chunk
@@ -163,7 +169,7 @@ class MemoryChunks(torch.autograd.Function):
             acc["tinv"].append(s2.tinv)
             acc["read"].append(s2.read)
             acc["beta"].append(gb1 + gb2 if f.momentum else None)
-            for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2), gates)):
+            for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2))):
                 acc[name].append(g)
         tok = [_stack(acc[name], -3) for name in ("k", "v", "q")]
         vec = [_stack(acc[name], -2) for name in ("eta", "eta2", "eg", "egp", "eend", "elast")]
@@ -185,16 +191,12 @@ def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size,
         tinv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
     read = gates.causal * (q @ k.transpose(-1, -2))
     f = Flags(dgd, momentum, self_target, act)
-    lead = k.shape[:-3]  # memories are independent: one flat batch axis makes every matmul a plain bmm
-
-    def flat(t: Tensor | None, tail: int) -> Tensor | None:
-        return None if t is None else t.expand(*lead, *t.shape[-tail:]).reshape(-1, *t.shape[-tail:])
-
+    lead = k.shape[:-3]
     out, *st = MemoryChunks.apply(
-        f, *(flat(t, 3) for t in (k, v, q)), *(flat(t, 2) for t in (eta, eta2, gates.eg, gates.egp, gates.eend,
-                                                                     gates.elast)),
-        *(flat(t, 3) for t in (gates.strict, gates.causal, tinv, read)), flat(beta[..., 0], 1),
-        *(flat(t, 2) for t in (state.w1, state.w2, state.v1, state.v2)))
+        f, *(_flat(t, lead, 3) for t in (k, v, q)),
+        *(_flat(t, lead, 2) for t in (eta, eta2, gates.eg, gates.egp, gates.eend, gates.elast)),
+        *(_flat(t, lead, 3) for t in (gates.strict, gates.causal, tinv, read)), _flat(beta[..., 0], lead, 1),
+        *(_flat(t, lead, 2) for t in (state.w1, state.w2, state.v1, state.v2)))
     w1, w2, a1, a2, v1, v2 = (None if t is None else t.reshape(*lead, *t.shape[1:])
                               for t in (st if momentum else st + [None, None]))
     return out.reshape(*lead, -1, out.shape[-1])[..., :T, :], MemoryState(w1, w2, a1, a2, v1, v2, T % chunk_size)
@@ -276,7 +278,7 @@ class KVChunks(torch.autograd.Function):
             acc["kv"].append(g_kvin)
             acc["eta"].append(g_eta + g_eta2)
             acc["beta"].append(gb1 + gb2 if f.momentum else None)
-            for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2), gates)):
+            for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2))):
                 acc[name].append(g)
         vec = [_stack(acc[name], -2) for name in ("eta", "eg", "egp", "eend", "elast")]
         mats = [_stack(acc[name], -3) for name in ("strict", "causal")]
@@ -291,16 +293,13 @@ def kv_chunks(k_in, v_in, eta, log_alpha, beta, state: MemoryState, chunk_size, 
     eta, log_alpha, beta = (_chunked(t, chunk_size, -1) for t in (eta, log_alpha, beta))
     gates = ChunkGates.from_log_alpha(log_alpha)
     f = Flags(dgd, momentum, True, act)
-    lead = k_in.shape[:-3]  # (B, H); the memories (2, B, H) become one flat axis of 2N
-
-    def flat(t: Tensor | None, tail: int) -> Tensor | None:
-        return None if t is None else t.expand(2, *lead, *t.shape[-tail:]).reshape(-1, *t.shape[-tail:])
-
+    lead = k_in.shape[:-3]  # (B, H)
+    mems = (2, *lead)  # the key and value memories become one flat axis of 2N
     k, v, *st = KVChunks.apply(
-        f, torch.stack([k_in, v_in]).flatten(0, len(lead)),
-        *(flat(t, 2) for t in (eta, gates.eg, gates.egp, gates.eend, gates.elast)),
-        *(flat(t, 3) for t in (gates.strict, gates.causal)), flat(beta[..., 0], 1),
-        *(flat(t, 2) for t in (state.w1, state.w2, state.v1, state.v2)))
+        f, _flat(torch.stack([k_in, v_in]), mems, 3),
+        *(_flat(t, mems, 2) for t in (eta, gates.eg, gates.egp, gates.eend, gates.elast)),
+        *(_flat(t, mems, 3) for t in (gates.strict, gates.causal)), _flat(beta[..., 0], mems, 1),
+        *(_flat(t, mems, 2) for t in (state.w1, state.w2, state.v1, state.v2)))
     w1, w2, a1, a2, v1, v2 = (None if t is None else t.reshape(2, *lead, *t.shape[1:])
                               for t in (st if momentum else st + [None, None]))
     k, v = (t.reshape(*lead, -1, t.shape[-1])[..., :T, :] for t in (k, v))

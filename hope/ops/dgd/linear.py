@@ -57,16 +57,6 @@ class ChunkGates:
         causal = (g[..., :, None] - g[..., None, :]).masked_fill(~_tril_mask(n, 0, g.device), float("-inf"))
         return cls(g.exp(), gp.exp(), (gl - g).exp(), gl.exp(), strict.exp(), causal.exp())
 
-    def per_chunk(self) -> list[ChunkGates]:
-        """The gates of each chunk when the fields carry a chunk axis before the token axes.
-
-        Split with ``unbind`` (one backward node that stacks the chunks' gradients) rather than indexing chunk
-        by chunk, whose backward would write a full-size zero gradient per chunk.
-        """
-        fields = (self.eg.unbind(-2), self.egp.unbind(-2), self.eend.unbind(-2), self.elast.unbind(-2),
-                  self.strict.unbind(-3), self.causal.unbind(-3))
-        return [ChunkGates(*f) for f in zip(*fields)]
-
 
 def effective_eta(eta: Tensor, u: Tensor, dgd: bool) -> Tensor:
     """The step of each token: ``eta' = eta / (1 + eta ||u||^2)`` (exact proximal DGD step) or ``eta``."""

@@ -3,8 +3,8 @@
 Each ``*_vjp`` takes the cotangents of a forward piece's outputs and returns those of its inputs; together
 they back-propagate one chunk (``hope.ops.dgd.chunk_loop``) without the autograd graph, whose per-op overhead
 dominates the chunk loop at small head sizes. Shapes follow the forward functions in
-:mod:`hope.ops.dgd.common` and :mod:`hope.ops.dgd.chunk`: rows are tokens, ``w (..., m, k)`` maps ``k`` to
-``m``; every product broadcasts over leading dimensions, so callers reduce cotangents with ``sum_to_size``.
+:mod:`hope.ops.dgd.common` and :mod:`hope.ops.dgd.linear`: rows are tokens, ``w (..., m, k)`` maps ``k`` to
+``m``; the chunk loops call them on one flat batch axis, so no cotangent needs reducing over broadcasts.
 """
 
 from __future__ import annotations
