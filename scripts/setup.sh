@@ -13,7 +13,9 @@ if "$py" -c "import torch" 2>/dev/null; then
 elif command -v nvidia-smi >/dev/null 2>&1; then
   "$py" -m pip install "torch==2.13.0"
 else
-  "$py" -m pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu
+  # an extra index (not --index-url): a local or mirrored 2.13.0+cpu wheel is taken as well, and one retry
+  # keeps an unreachable index from stalling every dependency's lookup
+  "$py" -m pip install "torch==2.13.0" --extra-index-url https://download.pytorch.org/whl/cpu --retries 1
 fi
 "$py" -m pip install -e ".[$extras]"
 case ",$extras," in

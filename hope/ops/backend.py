@@ -17,14 +17,14 @@ _TORCH_OPS = {
 }
 
 
-def _triton_ops() -> SimpleNamespace | None:
-    """The Triton ops when the ``kernels`` package provides them, else None."""
+def _triton_ops() -> tuple[SimpleNamespace | None, str | None]:
+    """``(ops, None)`` when :mod:`hope.kernels` imports, else ``(None, why)`` (the import error, named)."""
     try:
-        from kernels import triton_ops
+        from hope.kernels import triton_ops
 
-        return triton_ops()
-    except ImportError:  # triton (or the kernels package) is not installed
-        return None
+        return triton_ops(), None
+    except ImportError as e:  # triton is not installed, or it cannot load on this machine
+        return None, f"{type(e).__name__}: {e}"
 
 
 #: ``HOPE_AUTO_TRITON=0`` keeps ``auto`` on the chunk backend on CUDA too.
@@ -33,14 +33,22 @@ AUTO_TRITON_ENV = "HOPE_AUTO_TRITON"
 
 def resolve_backend(backend: str, device: torch.device | str) -> str:
     """``auto`` is ``triton`` on CUDA when the kernels import and pass their on-device parity check
-    (:mod:`kernels.selfcheck`, once per device), else ``chunk``. Both implement identical semantics, so the
-    choice never changes results beyond floating-point rounding; a failed check is reported with a warning."""
+    (:mod:`hope.kernels.selfcheck`, once per device), else ``chunk``. Both implement identical semantics, so the
+    choice never changes results beyond floating-point rounding; on CUDA, kernels that cannot be imported or
+    fail the check are reported with a warning that names the reason. Other names are returned unchanged:
+    an explicit ``triton`` never falls back."""
     if backend != "auto":
         return backend
     device = torch.device(device)
-    if device.type != "cuda" or os.environ.get(AUTO_TRITON_ENV) == "0" or _triton_ops() is None:
+    if device.type != "cuda" or os.environ.get(AUTO_TRITON_ENV) == "0":
         return "chunk"
-    from kernels.selfcheck import check_device
+    ops, why = _triton_ops()
+    if ops is None:
+        warnings.warn(f"backend='auto': the Triton kernels (hope.kernels) cannot be imported on {device} ({why}); "
+                      f"using the chunk backend (same semantics). pip install 'hope-nl[kernels]' installs triton.",
+                      stacklevel=2)
+        return "chunk"
+    from hope.kernels.selfcheck import check_device
 
     problem = check_device(str(device))
     if problem is not None:
@@ -57,11 +65,12 @@ def get_ops(backend: str, device: torch.device | str = "cpu") -> SimpleNamespace
     if name in _TORCH_OPS:
         return _TORCH_OPS[name]
     if name == "triton":
-        ops = _triton_ops()
+        ops, why = _triton_ops()
         if ops is None:
-            raise NotImplementedError(
-                "backend='triton' is not available yet: the Triton kernels have not landed in kernels/; "
-                "use backend='chunk' (same semantics) or 'auto'"
+            raise ImportError(
+                f"backend='triton' needs the Triton kernels of hope.kernels, which cannot be imported ({why}); "
+                "install them with pip install 'hope-nl[kernels]', or use backend='chunk' (same semantics) or "
+                "'auto' (triton on CUDA when it works, else chunk)"
             )
         return ops
     raise ValueError(f"unknown backend {backend!r}; expected one of naive, chunk, triton, auto")

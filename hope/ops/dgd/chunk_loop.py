@@ -5,7 +5,7 @@ weights), the incoming velocities and the token-level intermediates; the backwar
 and back-propagates each with the VJPs of :mod:`hope.ops.dgd.vjp`, carrying the cotangents of the state
 from chunk to chunk. At the head sizes of the small presets the autograd graph of the unrolled loop (about
 150 nodes per chunk) cost more than the arithmetic; this is also the structure a fused kernel follows
-(kernels/README.md). Everything that does not depend on the memory state is computed for all chunks at once
+(hope/kernels/README.md). Everything that does not depend on the memory state is computed for all chunks at once
 before the loop, under autograd: the gate products, the decay masks and, for the main memory's second layer
 (whose input is the key), the inverse of the triangular system and the masked query-key product. The final
 partial chunk is padded with tokens that change nothing (eta = 0, alpha = 1).

@@ -1,11 +1,11 @@
 """Benchmark of the Triton DGD ops against the PyTorch chunk backend and SDPA attention.
 
-    python -m kernels.bench                 # preset shapes on CUDA; a small reference timing on CPU
-    python -m kernels.bench --batch 4 --seq 2048 --presets hope-340m
+    python -m hope.kernels.bench                 # preset shapes on CUDA; a small reference timing on CPU
+    python -m hope.kernels.bench --batch 4 --seq 2048 --presets hope-340m
 
 Correctness-gated: before any timing, the Triton ops are compared with the chunk backend (outputs and all
 gradients, fp32, a small odd shape at the preset's head size); when parity fails the script prints the
-failure and reports no speedup (exit status 1). Reports ms and TFLOP/s (model FLOPs of ``kernels/README.md``;
+failure and reports no speedup (exit status 1). Reports ms and TFLOP/s (model FLOPs of ``hope/kernels/README.md``;
 fwd+bwd counted as 3x the forward for the memory ops, 3.5x for attention) for the forward and the
 forward+backward of ``smt_kv`` (chunk ``chunk_other``) and ``dgd_memory`` (chunk ``chunk_memory``), and for
 causal SDPA attention at the same ``(B, H, T, d)``. Without a GPU it says so, checks parity under the
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     args = p.parse_args(argv)
 
-    from kernels import triton_ops
+    from hope.kernels import triton_ops
 
     ops = triton_ops()
     device = "cuda" if CUDA else "cpu"

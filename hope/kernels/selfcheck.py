@@ -83,7 +83,7 @@ def check(ops, device: torch.device | str) -> str | None:
 def check_device(device: str) -> str | None:
     """:func:`check` of the Triton op table on ``device``, run once per device and process (with gradients
     on and autocast off, whatever the caller's context: the first model call may come from ``no_grad``)."""
-    from kernels import triton_ops
+    from hope.kernels import triton_ops
 
     dev = torch.device(device)
     with torch.inference_mode(False), torch.enable_grad(), torch.autocast(dev.type, enabled=False):

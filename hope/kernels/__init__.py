@@ -1,7 +1,7 @@
-"""Triton kernels of the HOPE memory ops (DESIGN.md "Backends"; see ``kernels/README.md``).
+"""Triton kernels of the HOPE memory ops (DESIGN.md "Backends"; see ``hope/kernels/README.md``).
 
 ``triton_ops()`` returns the op table of the ``triton`` backend (consumed by :mod:`hope.ops.backend`).
-Triton is imported lazily, so ``import kernels`` works without it; on CPU the kernels run only under the
+Triton is imported lazily, so ``import hope.kernels`` works without it; on CPU the kernels run only under the
 Triton interpreter (``TRITON_INTERPRET=1`` set before ``triton`` is first imported).
 """
 
@@ -17,7 +17,7 @@ def triton_ops() -> SimpleNamespace:
     is a handful of large GEMMs that cuBLAS already runs at roofline (no kernel needed).
     """
     from hope.ops.cms import cms_level_chunk
-    from kernels.dgd.op import dgd_memory, smt_kv
+    from hope.kernels.dgd.op import dgd_memory, smt_kv
 
     return SimpleNamespace(dgd_memory=dgd_memory, smt_kv=smt_kv, cms_level=cms_level_chunk)
 

@@ -52,7 +52,7 @@ def _chunk_prologue(u_ptr, d_ptr, w_ptr, eta_ptr, la_ptr, n, M, K, m0,
                     DOT_PREC: tl.constexpr):
     """Everything shared by the forward and the backward (recompute) of one chunk and one row block.
 
-    Returns ``U, D, W, eta, e, g, gp, gl, GD, A, P, Tinv, B, C`` (see ``kernels/README.md`` for the names):
+    Returns ``U, D, W, eta, e, g, gp, gl, GD, A, P, Tinv, B, C`` (see ``hope/kernels/README.md`` for the names):
     ``e`` the effective step ``eta'``, ``g``/``gp`` inclusive/exclusive log-decay cumsums, ``gl`` the
     chunk's total log-decay, ``GD = -e * D``, ``A = U U^T``, ``P`` the strict decay mask, ``Tinv`` the
     inverse of the unit lower-triangular system, ``B = U W^T`` and ``C`` its solution (``= GD`` when

@@ -1,10 +1,10 @@
 """Autograd wrapper of the Triton chunk kernels and the ``dgd_memory`` / ``smt_kv`` ops built on them.
 
 ``linear_chunk`` has the signature and semantics of :func:`hope.ops.dgd.chunk.linear_chunk`; its forward and
-backward are the Triton kernels of ``kernels/dgd/fwd.py`` and ``kernels/dgd/bwd.py``. ``dgd_memory`` and
+backward are the Triton kernels of ``hope/kernels/dgd/fwd.py`` and ``hope/kernels/dgd/bwd.py``. ``dgd_memory`` and
 ``smt_kv`` follow :mod:`hope.ops.dgd.chunk` exactly, with the per-chunk linear-map work on the kernels:
 the loop over chunks, the momentum step at chunk starts, the inner gradients at the anchor and the
-self-generated targets stay in PyTorch (autograd differentiates those; see ``kernels/README.md``).
+self-generated targets stay in PyTorch (autograd differentiates those; see ``hope/kernels/README.md``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from torch import Tensor
 
 from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk
 from hope.ops.dgd.common import MemoryState
-from kernels.dgd.bwd import linear_chunk_bwd_kernel
-from kernels.dgd.fwd import linear_chunk_fwd_kernel
+from hope.kernels.dgd.bwd import linear_chunk_bwd_kernel
+from hope.kernels.dgd.fwd import linear_chunk_fwd_kernel
 
 #: Allocate kernel outputs NaN-filled instead of uninitialised, so an element a kernel fails to write is
 #: caught by the parity tests (set by ``tests/kernels/conftest.py``; costs a fill, so off by default).

@@ -5,7 +5,7 @@ gates): each program recomputes the chunk (``_chunk_prologue``: decays, the tria
 then back-propagates analytically through it. Like the forward, a program owns one block of ``BM`` rows of
 ``W``; gradients that sum over rows (``dU``, ``dX``, ``d eta``, ``d log alpha``) are written as per-block
 partials and summed by the caller (a no-op when one block covers ``W``). The derivation is in
-``kernels/README.md``.
+``hope/kernels/README.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from kernels.dgd.fwd import _chunk_prologue, _load_tokens
+from hope.kernels.dgd.fwd import _chunk_prologue, _load_tokens
 
 
 @triton.jit
