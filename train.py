@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
         state = {"tokens": tokens_seen, "data": loader.state_dict(), "guard": guard.state_dict(),
                  "world_size": info.world, "parallel": mode}
         return save_checkpoint(ckpt_root, step, model, optimizer, model_cfg, train_dict, state,
-                               sharded=mode == "fsdp", rank=info.rank, keep_last=cfg.keep_last)
+                               sharded=mode == "fsdp", rank=info.rank, keep_last=cfg.keep_last,
+                               tokenizer=tokenizer)
 
     def run_eval() -> dict[str, float]:
         return evaluate(model, val_seqs, cfg.batch_size, token_bytes, info.device, autocast)

@@ -28,10 +28,10 @@ from torch import nn
 from eval.data import data_source, load_docs
 from eval.scoring import (
     Tokenizer,
+    add_model_args,
     default_max_length,
     encode_pair,
-    load_model,
-    load_tokenizer,
+    load_model_and_tokenizer,
     score_requests,
 )
 
@@ -227,16 +227,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--checkpoint", required=True, help="checkpoint directory (model.safetensors + config.json)"
     )
-    p.add_argument("--tokenizer", default="bytes", help="'bytes' or a Hugging Face tokenizer name/path")
+    add_model_args(p)
     p.add_argument("--tasks", default=",".join(COMMONSENSE + ("lambada_openai",)))
     p.add_argument("--limit", type=int, default=None, help="first N documents of each task")
     p.add_argument("--data", default="auto", choices=["auto", "hub", "local"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-tokens", type=int, default=16384)
     p.add_argument("--output", default=None, help="write the results JSON here")
+    p.add_argument("--keep-lls", action="store_true", help="include every item's log-likelihoods")
     args = p.parse_args(argv)
-    cfg, model = load_model(args.checkpoint, args.device)
-    tok = load_tokenizer(args.tokenizer, cfg.vocab_size)
+    cfg, model, tok = load_model_and_tokenizer(args.checkpoint, args.tokenizer, args.allow_tokenizer_mismatch,
+                                               args.device)
     res = run(
         model,
         tok,
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         source=args.data,
         max_length=default_max_length(cfg),
         batch_tokens=args.batch_tokens,
+        keep_lls=args.keep_lls,
     )
     res["_data"] = data_source(args.data)
     text = json.dumps(res, indent=2)

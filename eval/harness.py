@@ -1,17 +1,18 @@
 """HOPE models in lm-evaluation-harness.
 
-``--model hope`` is an lm-eval ``TemplateLM`` over a HOPE checkpoint (a train.py checkpoint or a ``hope.hf``
-folder) with any tokenizer, byte-level included. Its ``_loglikelihood_tokens`` is
-:func:`eval.scoring.score_requests`, the scorer of ``eval.commonsense``, so both give the same per-item
-log-likelihoods; ``loglikelihood_rolling`` carries the recurrent state across windows (``rolling=carry``,
-default for SMT/Titans) or uses lm-eval's disjoint windows (``rolling=disjoint``, default for attention).
-Every request starts from a fresh state.
+``--model hope`` is an lm-eval ``TemplateLM`` over a HOPE checkpoint (a train.py checkpoint or a ``hope.hf`` folder)
+with the tokenizer it was trained with (recorded in the checkpoint), byte-level included. Its
+``_loglikelihood_tokens`` is :func:`eval.scoring.score_requests`, the scorer of ``eval.commonsense``, so both give
+the same per-item log-likelihoods; ``loglikelihood_rolling`` carries the recurrent state across windows
+(``rolling=carry``, default for SMT/Titans) or uses lm-eval's disjoint windows (``rolling=disjoint``, default for
+attention). Every request starts from a fresh state.
 
-``--model hf`` also works on a ``hope.hf`` folder (this module imports ``hope.hf``, which registers the Auto
-classes) when the folder holds a Hugging Face tokenizer. ``eval/tasks`` holds task YAMLs for the offline data
+``--model hf`` also works on a ``python -m hope.hf convert`` folder (this module imports ``hope.hf``, which
+registers the Auto classes; the conversion saves the checkpoint's tokenizer in Hugging Face's format) and
+gives the same per-item log-likelihoods. ``eval/tasks`` holds task YAMLs for the offline data
 (``hope_piqa``, ..., group ``hope_table1``); pass ``--include_path eval/tasks``.
 
-    python -m eval.harness run --model hope --model_args checkpoint=runs/tiny/final,tokenizer=bytes \\
+    python -m eval.harness run --model hope --model_args checkpoint=runs/tiny \\
         --tasks hope_table1 --include_path eval/tasks --limit 100
 """
 
@@ -28,7 +29,7 @@ from lm_eval.api.registry import register_model
 from torch import nn
 
 from eval.perplexity import carry_loglikelihoods, default_mode, disjoint_loglikelihoods
-from eval.scoring import Tokenizer, default_max_length, load_model, load_tokenizer, score_requests
+from eval.scoring import Tokenizer, default_max_length, load_model_and_tokenizer, score_requests
 
 TASKS_DIR = Path(__file__).with_name("tasks")
 
@@ -42,16 +43,18 @@ except ImportError:  # transformers is optional
 class HopeEvalLM(TemplateLM):
     """lm-eval model over a :class:`~hope.model.HopeLM`.
 
-    ``model_args``: ``checkpoint`` (or ``pretrained``) directory, ``tokenizer`` (``bytes`` or an HF
-    name/path), ``device``, ``max_length`` (left truncation; default: ``max_seq_len`` for attention, none for
-    recurrent mixers), ``rolling`` (``carry``/``disjoint``), ``window`` (tokens per forward when carrying),
-    ``batch_tokens`` (padded-token budget per batch). ``model``/``tok`` objects may be passed from Python. """
+    ``model_args``: ``checkpoint`` (or ``pretrained``) directory, ``tokenizer`` (default: the checkpoint's own; another
+    is refused unless ``allow_tokenizer_mismatch=true``), ``device``, ``max_length`` (left truncation; default:
+    ``max_seq_len`` for attention, none for recurrent mixers), ``rolling`` (``carry``/``disjoint``), ``window``
+    (tokens per forward when carrying), ``batch_tokens`` (padded-token budget per batch). ``model``/``tok`` objects
+    may be passed from Python. """
 
     def __init__(
         self,
         checkpoint: str | None = None,
         pretrained: str | None = None,
-        tokenizer: str = "bytes",
+        tokenizer: str | None = None,
+        allow_tokenizer_mismatch: bool | str = False,
         device: str = "cpu",
         max_length: int | str | None = None,
         rolling: str | None = None,
@@ -69,10 +72,13 @@ class HopeEvalLM(TemplateLM):
             path = checkpoint or pretrained
             if path is None:
                 raise ValueError("pass model_args checkpoint=<dir>")
-            _, model = load_model(path, device)
+            allow = str(allow_tokenizer_mismatch).lower() in ("1", "true", "yes")
+            _, model, tok = load_model_and_tokenizer(path, tokenizer, allow, device)
+        elif tok is None:
+            raise ValueError("pass tok= (a hope.training.tokenizer tokenizer) together with model=")
         self.model = model.eval()
         cfg = model.config
-        self.tok = tok if tok is not None else load_tokenizer(tokenizer, cfg.vocab_size)
+        self.tok = tok
         self._max_length = (
             int(max_length) if max_length not in (None, "", "None") else default_max_length(cfg)
         )
@@ -84,7 +90,7 @@ class HopeEvalLM(TemplateLM):
     # ---- TemplateLM interface -----------------------------------------------------------------------------
     @property
     def eot_token_id(self) -> int:
-        return self.tok.eot_token_id
+        return self.tok.eos_id
 
     @property
     def max_length(self) -> int | None:

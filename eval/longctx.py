@@ -26,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from eval.scoring import Tokenizer, load_model, load_tokenizer, score_requests
+from eval.scoring import Tokenizer, add_model_args, load_model_and_tokenizer, score_requests
 
 PASSKEY_FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again. "
 KEY_WORDS = [
@@ -169,7 +169,7 @@ def heatmap(cells: list[dict[str, Any]], title: str, path: str | Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Passkey and needle-in-a-haystack over lengths and depths.")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--tokenizer", default="bytes")
+    add_model_args(p)
     p.add_argument("--tasks", default="passkey,niah_single,niah_multi")
     p.add_argument("--lengths", default="1024,2048,4096,8192,16384,32768,65536")
     p.add_argument("--depths", default="0,0.25,0.5,0.75,1")
@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", default="results/longctx")
     args = p.parse_args(argv)
-    cfg, model = load_model(args.checkpoint, args.device)
-    tok = load_tokenizer(args.tokenizer, cfg.vocab_size)
+    cfg, model, tok = load_model_and_tokenizer(args.checkpoint, args.tokenizer, args.allow_tokenizer_mismatch,
+                                               args.device)
     res = run(
         model,
         tok,

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from eval.data import load_corpus
-from eval.scoring import Tokenizer, forward_windows, load_model, load_tokenizer, score_requests
+from eval.scoring import Tokenizer, add_model_args, forward_windows, load_model_and_tokenizer, score_requests
 
 
 def rolling_windows(tokens: list[int], prefix: int, max_len: int) -> list[tuple[list[int], list[int]]]:
@@ -111,9 +111,9 @@ def evaluate(
     toks = [tok.encode(d["text"]) for d in docs]
     t0 = time.perf_counter()
     if mode == "carry":
-        lls = carry_loglikelihoods(model, toks, tok.eot_token_id, window, batch_size)
+        lls = carry_loglikelihoods(model, toks, tok.eos_id, window, batch_size)
     elif mode == "disjoint":
-        lls = disjoint_loglikelihoods(model, toks, tok.eot_token_id, window)
+        lls = disjoint_loglikelihoods(model, toks, tok.eos_id, window)
     else:
         raise ValueError(f"mode must be 'carry' or 'disjoint', got {mode!r}")
     seconds = time.perf_counter() - t0
@@ -144,7 +144,7 @@ def default_mode(mixer: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Rolling perplexity / bits per byte with the state carried.")
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--tokenizer", default="bytes")
+    add_model_args(p)
     p.add_argument(
         "--corpus",
         default="wikitext",
@@ -159,8 +159,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", default="auto", choices=["auto", "hub", "local"])
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
-    cfg, model = load_model(args.checkpoint, args.device)
-    tok = load_tokenizer(args.tokenizer, cfg.vocab_size)
+    cfg, model, tok = load_model_and_tokenizer(args.checkpoint, args.tokenizer, args.allow_tokenizer_mismatch,
+                                               args.device)
     docs, label = load_corpus(args.corpus, args.limit, args.data)
     res = evaluate(
         model,

@@ -21,7 +21,7 @@ import torch
 
 from eval import commonsense, perplexity
 from eval.data import data_source, load_corpus
-from eval.scoring import default_max_length, load_model, load_tokenizer
+from eval.scoring import add_model_args, default_max_length, load_model_and_tokenizer
 
 COLUMNS = [
     "Wiki ppl",
@@ -103,10 +103,10 @@ def markdown(rows: dict[str, list[float]], notes: list[str]) -> str:
 
 
 def evaluate_checkpoint(
-    path: str, tokenizer: str, limit: int | None, ppl_limit: int | None, corpus: str, source: str, device: str
+    path: str, tokenizer: str | None, limit: int | None, ppl_limit: int | None, corpus: str, source: str,
+    device: str, allow_mismatch: bool = False,
 ) -> dict[str, Any]:
-    cfg, model = load_model(path, device)
-    tok = load_tokenizer(tokenizer, cfg.vocab_size)
+    cfg, model, tok = load_model_and_tokenizer(path, tokenizer, allow_mismatch, device)
     t0 = time.perf_counter()
     docs, label = load_corpus(corpus, ppl_limit, source)
     wiki = perplexity.evaluate(
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--checkpoint", nargs="+", required=True, help="checkpoint directories")
     p.add_argument("--name", nargs="*", default=None, help="row labels (default: config name + folder)")
-    p.add_argument("--tokenizer", default="bytes")
+    add_model_args(p)
     p.add_argument("--limit", type=int, default=None, help="first N items of every task")
     p.add_argument("--ppl-limit", type=int, default=None, help="first N perplexity documents")
     p.add_argument(
@@ -151,7 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     results, rows = {}, {}
     for i, path in enumerate(args.checkpoint):
         res = evaluate_checkpoint(
-            path, args.tokenizer, args.limit, args.ppl_limit, args.corpus, args.data, args.device
+            path, args.tokenizer, args.limit, args.ppl_limit, args.corpus, args.data, args.device,
+            args.allow_tokenizer_mismatch,
         )
         name = args.name[i] if args.name else f"{res['config']['name']} ({Path(path).name})"
         results[name] = res

@@ -1,4 +1,4 @@
-"""Tokenizers, checkpoint loading and batched log-likelihood scoring shared by every evaluation.
+"""Batched log-likelihood scoring shared by every evaluation, and the model + tokenizer loader of the CLIs.
 
 ``score_requests`` is the one scorer behind ``eval.commonsense``, the LAMBADA numbers and the lm-eval model in
 ``eval.harness``, so all of them give the same per-item log-likelihoods. It follows lm-eval's ``HFLM``
@@ -12,11 +12,9 @@ state is per row, so padding never changes the scored positions.
 
 from __future__ import annotations
 
-import dataclasses
-import json
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -24,106 +22,32 @@ from torch import Tensor, nn
 
 from hope.config import HopeConfig
 from hope.model import HopeLM
+from hope.training.checkpoint import load_model, load_tokenizer
+from hope.training.tokenizer import Tokenizer
 
 Request = tuple[list[int], list[int]]  # (context tokens, continuation tokens)
 
 
-# ---- tokenizers --------------------------------------------------------------------------------------------
-class Tokenizer(Protocol):
-    eot_token_id: int
-    vocab_size: int
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def decode(self, ids: Sequence[int]) -> str: ...
-
-
-class ByteTokenizer:
-    """Token id = UTF-8 byte value (0..255). ``eot_token_id`` separates documents and is the prefix token of
-    lm-eval's empty-context requests: id 256 when the vocabulary has room for it, else ``"\\n"`` (10)."""
-
-    def __init__(self, vocab_size: int = 256, eot_token_id: int | None = None) -> None:
-        if vocab_size < 256:
-            raise ValueError(f"a byte tokenizer needs vocab_size >= 256, got {vocab_size}")
-        self.vocab_size = vocab_size
-        self.eot_token_id = eot_token_id if eot_token_id is not None else (256 if vocab_size > 256 else 10)
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return bytes(int(i) for i in ids if 0 <= int(i) < 256).decode("utf-8", errors="replace")
+# ---- model and tokenizer ----------------------------------------------------------------------------------
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """``--tokenizer`` and ``--allow-tokenizer-mismatch``, shared by every evaluation command."""
+    p.add_argument("--tokenizer", default=None,
+                   help="default: the tokenizer the checkpoint was trained with (recorded in it); a different "
+                        "one is refused unless --allow-tokenizer-mismatch")
+    p.add_argument("--allow-tokenizer-mismatch", action="store_true",
+                   help="evaluate with --tokenizer even though the checkpoint was trained with another")
 
 
-class HFTokenizer:
-    """A Hugging Face tokenizer by name or path (no special tokens added; EOS is the document separator)."""
-
-    def __init__(self, name: str) -> None:
-        from transformers import AutoTokenizer
-
-        self.tok = AutoTokenizer.from_pretrained(name)
-        self.vocab_size = len(self.tok)
-        eot = self.tok.eos_token_id if self.tok.eos_token_id is not None else self.tok.bos_token_id
-        if eot is None:
-            raise ValueError(f"tokenizer {name!r} has neither an EOS nor a BOS token")
-        self.eot_token_id = int(eot)
-
-    def encode(self, text: str) -> list[int]:
-        return self.tok(text, add_special_tokens=False)["input_ids"]
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self.tok.decode(list(ids))
-
-
-def load_tokenizer(spec: str, vocab_size: int = 256) -> Tokenizer:
-    """``"bytes"`` (byte-level, for the tiny presets) or any Hugging Face tokenizer name or path."""
-    return ByteTokenizer(vocab_size) if spec == "bytes" else HFTokenizer(spec)
-
-
-# ---- checkpoints -------------------------------------------------------------------------------------------
-def _strip_prefixes(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Drop wrapper prefixes (``_orig_mod.`` of torch.compile, ``module.`` of DDP, ``model.`` of hope.hf)."""
-    out = {}
-    for k, v in sd.items():
-        for p in ("_orig_mod.", "module.", "model."):
-            k = k[len(p) :] if k.startswith(p) else k
-        out[k] = v
-    return out
-
-
-def read_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[HopeConfig, HopeLM]:
-    """Load ``<dir>/model.safetensors`` + ``<dir>/config.json`` (a train.py checkpoint, or a ``hope.hf``
-    ``save_pretrained`` folder) into a :class:`HopeLM` in eval mode."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    cfg_dict = json.loads((path / "config.json").read_text())
-    if cfg_dict.get("model_type") == "hope":  # saved by hope.hf: HopeConfig fields plus transformers' own
-        fields = {f.name for f in dataclasses.fields(HopeConfig)}
-        cfg_dict = {k: v for k, v in cfg_dict.items() if k in fields}
-    cfg_dict = cfg_dict.get("model", cfg_dict)
-    cfg = HopeConfig.from_dict(cfg_dict)
-    model = HopeLM(cfg)
-    sd = _strip_prefixes(load_file(str(path / "model.safetensors"), device="cpu"))
-    if cfg.tie_embeddings:
-        sd.setdefault("lm_head.weight", sd.get("embed.weight"))
-    model.load_state_dict(sd, strict=True)
-    return cfg, model.to(device).eval()
-
-
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[HopeConfig, HopeLM]:
-    """A checkpoint -> ``(HopeConfig, HopeLM)`` in eval mode. ``hope.training.checkpoint.load_model`` when the
-    training package is present and ``path`` is a train.py checkpoint (manifest verified) or a run
-    directory (its latest checkpoint); other folders go to :func:`read_checkpoint`."""
-    path = Path(path)
-    if (path / "model.safetensors").exists() and not (path / "manifest.json").exists():  # an exported folder
-        return read_checkpoint(path, device)
-    try:
-        from hope.training.checkpoint import load_model as train_load_model
-    except ImportError:
-        return read_checkpoint(path, device)
-    cfg, model = train_load_model(path, device)
-    return cfg, model.eval()
+def load_model_and_tokenizer(path: str | Path, tokenizer: str | None = None, allow_mismatch: bool = False,
+                             device: str | torch.device = "cpu") -> tuple[HopeConfig, HopeLM, Tokenizer]:
+    """A checkpoint (train.py checkpoint, run directory or ``hope.hf`` folder) in eval mode, with the tokenizer
+    it was trained with (``hope.training.checkpoint``: the project's one reader of model folders)."""
+    cfg, model = load_model(path, device)
+    tok = load_tokenizer(path, tokenizer, allow_mismatch)
+    if tok.vocab_size > cfg.vocab_size:
+        raise ValueError(f"tokenizer {tok.name!r} has {tok.vocab_size} tokens but the model at {path} only "
+                         f"{cfg.vocab_size}")
+    return cfg, model, tok
 
 
 def default_max_length(cfg: HopeConfig) -> int | None:
@@ -135,12 +59,12 @@ def default_max_length(cfg: HopeConfig) -> int | None:
 # ---- scoring -----------------------------------------------------------------------------------------------
 def encode_pair(tok: Tokenizer, context: str, continuation: str) -> Request:
     """lm-eval's ``TemplateLM`` encoding: trailing context whitespace moves to the continuation, the pair is
-    encoded whole and split; an empty context becomes the prefix (EOT) token."""
+    encoded whole and split; an empty context becomes the prefix token (the document separator)."""
     if context == "":
         cont = tok.encode(continuation)
-        if cont and cont[0] == tok.eot_token_id:
+        if cont and cont[0] == tok.eos_id:
             return cont[:1], cont[1:]
-        return [tok.eot_token_id], cont
+        return [tok.eos_id], cont
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation

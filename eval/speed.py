@@ -15,8 +15,9 @@ import torch
 
 from eval import commonsense, perplexity
 from eval.data import load_corpus
-from eval.scoring import ByteTokenizer, default_max_length, load_model, load_tokenizer
+from eval.scoring import add_model_args, default_max_length, load_model_and_tokenizer
 from hope import HopeConfig, HopeLM
+from hope.training.tokenizer import ByteTokenizer
 
 
 def measure(
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description="Evaluation throughput (items/s per task) on this machine.")
     p.add_argument("--presets", default="tiny,transformer-tiny", help="presets, random weights")
     p.add_argument("--checkpoint", nargs="*", default=[], help="checkpoints (instead of / besides presets)")
-    p.add_argument("--tokenizer", default="bytes")
+    add_model_args(p)
     p.add_argument("--tasks", default=",".join(commonsense.COMMONSENSE + ("lambada_openai",)))
     p.add_argument("--limit", type=int, default=20, help="items per task")
     p.add_argument(
@@ -53,10 +54,10 @@ def main(argv: list[str] | None = None) -> None:
     models = []
     for name in filter(None, args.presets.split(",")):
         cfg = HopeConfig.from_name(name)
-        models.append((name, cfg, HopeLM(cfg).eval(), ByteTokenizer(cfg.vocab_size)))
+        models.append((name, cfg, HopeLM(cfg).eval(), ByteTokenizer()))
     for path in args.checkpoint:
-        cfg, model = load_model(path)
-        models.append((path, cfg, model, load_tokenizer(args.tokenizer, cfg.vocab_size)))
+        cfg, model, tok = load_model_and_tokenizer(path, args.tokenizer, args.allow_tokenizer_mismatch)
+        models.append((path, cfg, model, tok))
     tasks = args.tasks.split(",")
     cols = tasks + (["ppl tokens/s"] if args.ppl_docs else [])
     print(

@@ -6,7 +6,7 @@ by ``save_pretrained`` loads with ``AutoModelForCausalLM.from_pretrained`` (weig
 ``generate`` carries the model's recurrent state in a :class:`HopeCache` (SMT memories, CMS levels, conv
 caches, or the KV cache for attention mixers), so each new token costs one single-token forward: O(1) time and
 memory per token for SMT/CMS. A train.py checkpoint (``<dir>/model.safetensors`` + ``<dir>/config.json``)
-converts with
+converts, with the tokenizer it was trained with, by
 
     python -m hope.hf convert <ckpt_dir> <out_dir>
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from hope.attention import KVCache
 from hope.config import HopeConfig
 from hope.model import HopeLM
+from hope.training.checkpoint import load_model, load_tokenizer, recorded_tokenizer
 
 try:
     from transformers import PreTrainedConfig
@@ -220,34 +220,15 @@ AutoModelForCausalLM.register(HopeHFConfig, HopeForCausalLM, exist_ok=True)
 
 
 # ---- conversion from train.py checkpoints ------------------------------------------------------------------
-def read_train_checkpoint(path: str | Path) -> HopeLM:
-    """A train.py checkpoint folder (``model.safetensors`` + ``config.json`` = ``HopeConfig.to_dict()``) as a
-    HopeLM. Wrapper prefixes (``_orig_mod.``, ``module.``) are removed."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    cfg_dict = json.loads((path / "config.json").read_text())
-    cfg = HopeConfig.from_dict(cfg_dict.get("model", cfg_dict))
-    sd = {}
-    for k, v in load_file(str(path / "model.safetensors")).items():
-        for p in ("_orig_mod.", "module."):
-            k = k[len(p) :] if k.startswith(p) else k
-        sd[k] = v
-    if cfg.tie_embeddings:
-        sd.setdefault("lm_head.weight", sd["embed.weight"])
-    model = HopeLM(cfg)
-    model.load_state_dict(sd)
-    return model
-
-
 def convert(ckpt_dir: str | Path, out_dir: str | Path, tokenizer: str | None = None) -> HopeForCausalLM:
-    """Convert a train.py checkpoint into a ``save_pretrained`` folder (optionally with an HF tokenizer)."""
-    model = HopeForCausalLM.from_hope(read_train_checkpoint(ckpt_dir))
+    """Convert a train.py checkpoint (or run directory) into a ``save_pretrained`` folder with the tokenizer
+    the checkpoint records, in Hugging Face's format (``AutoTokenizer`` and lm-eval's ``--model hf`` load it).
+    ``tokenizer`` (a spec) is needed only for checkpoints that record none; it must match a recorded one."""
+    _, hope_model = load_model(ckpt_dir)
+    model = HopeForCausalLM.from_hope(hope_model)
     model.save_pretrained(str(out_dir))
-    if tokenizer:
-        from transformers import AutoTokenizer
-
-        AutoTokenizer.from_pretrained(tokenizer).save_pretrained(str(out_dir))
+    if tokenizer is not None or recorded_tokenizer(ckpt_dir) is not None:
+        load_tokenizer(ckpt_dir, tokenizer).save(out_dir)
     return model
 
 
@@ -257,11 +238,14 @@ def main(argv: list[str] | None = None) -> None:
     c = sub.add_parser("convert", help="train.py checkpoint -> save_pretrained folder (safetensors)")
     c.add_argument("ckpt_dir")
     c.add_argument("out_dir")
-    c.add_argument("--tokenizer", default=None, help="HF tokenizer name/path to save beside the model")
+    c.add_argument("--tokenizer", default=None,
+                   help="tokenizer spec (byte or a tokenizer.json path) for checkpoints that record none")
     args = p.parse_args(argv)
     model = convert(args.ckpt_dir, args.out_dir, args.tokenizer)
     n = sum(t.numel() for t in model.parameters())
-    print(f"wrote {args.out_dir} ({n / 1e6:.2f}M parameters, model_type=hope)")
+    has_tok = (Path(args.out_dir) / "tokenizer.json").is_file()
+    print(f"wrote {args.out_dir} ({n / 1e6:.2f}M parameters, model_type=hope" +
+          (", with its tokenizer)" if has_tok else "; no tokenizer recorded: pass --tokenizer for lm-eval's hf)"))
 
 
 if __name__ == "__main__":

@@ -99,10 +99,10 @@ def test_convert_train_checkpoint(tmp_path, capsys):
     x = torch.randint(1, 64, (1, 11))
     with torch.no_grad():
         assert torch.equal(hf(x).logits, ref(x).logits)
-    from eval.scoring import read_checkpoint  # the eval loader reads both layouts
+    from hope.training.checkpoint import load_model  # the one reader reads both layouts
 
     for path in (ckpt, tmp_path / "hf"):
-        _, m = read_checkpoint(path)
+        _, m = load_model(path)
         with torch.no_grad():
             assert torch.equal(m(x).logits, ref(x).logits)
 

@@ -14,10 +14,14 @@ A step uses the O2 of the chunks completed before it (Algorithm 1's slow loop ru
 V <- V + beta2 g^2, M2 <- M2 + beta3 sum(chunk): nothing is ever forgotten, and sqrt(V) grows like sqrt(t),
 an implicit 1/sqrt(t) step decay on top of the learning-rate schedule. See docs/optimizers.md.
 
-``precondition="after"`` (default, as printed) divides the orthogonalized momenta elementwise by sqrt(V):
-the update then scales like 1 / |g| (NS outputs have unit singular values, sqrt(V) has the gradient's
-scale), so the learning rate must be tuned to the gradient scale. ``precondition="before"`` orthogonalizes
-M / (sqrt(V) + eps) instead, which is invariant to the gradient scale like Adam and Muon.
+``precondition="before"`` (default) orthogonalizes M / (sqrt(V) + eps), which is invariant to the gradient
+scale like Adam and Muon. ``precondition="after"`` is Algorithm 1 as printed: it divides the orthogonalized
+momenta elementwise by sqrt(V), so the update scales like 1 / |g| (NS outputs have unit singular values,
+sqrt(V) has the gradient's scale). Failure mode: a parameter whose gradients are tiny takes a huge step (on
+tiny HOPE one step at lr 1e-3 moved a CMS key-projection entry to 2.3e4, and the loss was NaN within 5 steps
+at lr 1e-3, 3e-4 and 1e-4), so the printed form needs a learning rate tuned per parameter to its gradient scale.
+``scale="match_adamw"`` (default, as in :class:`~hope.optim.Muon`) gives the matrix updates an AdamW-like RMS,
+so one learning rate serves them and the AdamW fallback.
 
 ``alpha=0`` or ``slow_every=None`` turns the slow branch off (no M2 state). Parameters with fewer than two
 dimensions, and groups flagged ``adamw=True``, are stepped by AdamW. State per matrix: M1, V and, with the
@@ -77,8 +81,8 @@ class M3(Optimizer):
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float, float] = (0.9, 0.999, 0.9), *,
                  alpha: float = 1.0, slow_every: int | None = 10, eps: float = 1e-8,
-                 weight_decay: float = 0.0, accumulation: str = "ema", precondition: str = "after",
-                 ns_steps: int = 5, ns_method: str = "quintic", scale: str = "none", dtensor: str = "gather",
+                 weight_decay: float = 0.0, accumulation: str = "ema", precondition: str = "before",
+                 ns_steps: int = 5, ns_method: str = "quintic", scale: str = "match_adamw", dtensor: str = "gather",
                  **adamw: Any) -> None:
         unknown = set(adamw) - set(ADAMW_DEFAULTS)
         if unknown:

@@ -10,14 +10,18 @@ Layout of a run and of one checkpoint::
         optimizer.pt         optimizer state dict (single process, DDP); torch.load(weights_only=True)
         sharded/             FSDP2 runs instead: model + optimizer shards (torch.distributed.checkpoint)
         rng_rank<r>.pt       RNG states of process r, read with torch.load(weights_only=True)
+        hope_tokenizer.json  the tokenizer's spec and fingerprint, beside its Hugging Face files
+        tokenizer.json       (tokenizer_config.json): the exact tokenizer of the run
         manifest.json        written last: size and SHA-256 of every other file
 
 A checkpoint is first written to ``<out_dir>/checkpoints/.tmp-step_...`` and renamed into place once its
 manifest is complete, so a killed run leaves either the whole checkpoint or none. Loading verifies the
 manifest (a truncated or corrupted file raises :class:`CheckpointError`; nothing is loaded silently).
-``model.safetensors`` + ``config.json`` are all :func:`load_model` needs. Note: the ``.metadata`` file that
-torch.distributed.checkpoint writes in ``sharded/`` is a pickle; resume only from checkpoints you wrote
-(share models as ``model.safetensors`` + ``config.json``).
+``model.safetensors`` + ``config.json`` are all :func:`load_model` needs; :func:`load_model` and
+:func:`load_tokenizer` are the project's one reader of model folders (train.py checkpoints, run directories,
+``hope.hf`` ``save_pretrained`` folders), used by training, evaluation, ``hope.hf`` and the CLI tools. Note: the
+``.metadata`` file that torch.distributed.checkpoint writes in ``sharded/`` is a pickle; resume only from
+checkpoints you wrote (share models as ``model.safetensors`` + ``config.json``).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from torch import nn
 
 from hope.config import HopeConfig
 from hope.model import HopeLM
+from hope.training.tokenizer import Tokenizer, build_tokenizer, load_saved
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 # train config fields a resumed run must share with the checkpoint (others may change, e.g. max_steps)
@@ -139,10 +144,23 @@ def save_model_file(state: dict[str, torch.Tensor], path: Path) -> None:
     save_file(_dedupe(state), str(path))
 
 
+#: wrapper prefixes of saved state dicts: torch.compile, DDP, and hope.hf's ``HopeForCausalLM.model``
+WRAPPER_PREFIXES = ("_orig_mod.", "module.", "model.")
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove each prefix of ``WRAPPER_PREFIXES`` that every key carries (HopeLM's own names never start
+    with one, so a prefix on only some keys is left for the strict load to report)."""
+    for prefix in WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
 def load_model_weights(model: nn.Module, path: Path) -> None:
     """Load ``model.safetensors`` into ``model``; only tied aliases may be absent, nothing may be extra."""
     try:
-        state = load_file(str(path))
+        state = strip_wrapper_prefixes(load_file(str(path)))
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: cannot read the weights ({e})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
@@ -156,22 +174,69 @@ def load_model_weights(model: nn.Module, path: Path) -> None:
                               f"unexpected {unexpected[:8]}")
 
 
-def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[HopeConfig, HopeLM]:
-    """``(HopeConfig, HopeLM)`` from a checkpoint directory (or a run directory: its latest checkpoint),
-    verified against its manifest; any directory holding ``model.safetensors`` + ``config.json`` also
-    loads. The model is in eval mode on ``device``."""
-    ckpt = resolve_checkpoint(path)
-    if (ckpt / "manifest.json").exists() or STEP_DIR.match(ckpt.name):  # written by save_checkpoint
-        verify_checkpoint(ckpt, files=("model.safetensors", "config.json"))
-    elif not (ckpt / "model.safetensors").is_file():  # an exported model: model.safetensors + config.json
-        raise CheckpointError(f"{ckpt} holds no model.safetensors")
+def read_model_config(folder: Path) -> HopeConfig:
+    """The HopeConfig of a model folder: ``HopeConfig.to_dict()`` (train.py), the same under a ``model`` key,
+    or a ``hope.hf`` config (HopeConfig fields plus transformers' own, ``model_type="hope"``)."""
     try:
-        cfg = HopeConfig.from_dict(json.loads((ckpt / "config.json").read_text()))
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{ckpt}/config.json is not a valid HopeConfig ({e})") from None
+        data = json.loads((folder / "config.json").read_text())
+        data = data.get("model", data)
+        if data.get("model_type") == "hope":
+            fields = set(HopeConfig().to_dict())
+            data = {k: v for k, v in data.items() if k in fields}
+        return HopeConfig.from_dict(data)
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointError(f"{folder}/config.json is not a valid HopeConfig ({e})") from None
+
+
+def model_folder(path: str | Path) -> Path:
+    """The folder holding the model of ``path``: a checkpoint (manifest verified for the model files), the
+    latest checkpoint of a run directory, or any folder with ``model.safetensors`` + ``config.json``."""
+    path = Path(path).expanduser()
+    if (path / "model.safetensors").is_file() and not (path / "manifest.json").exists() \
+            and not STEP_DIR.match(path.name):
+        return path  # an exported model (hope.hf save_pretrained, or copied files)
+    ckpt = resolve_checkpoint(path)
+    verify_checkpoint(ckpt, files=("model.safetensors", "config.json"))
+    return ckpt
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[HopeConfig, HopeLM]:
+    """``(HopeConfig, HopeLM)`` from a checkpoint directory, a run directory (its latest checkpoint) or a
+    ``hope.hf`` / exported folder (see :func:`model_folder`); in eval mode on ``device``."""
+    folder = model_folder(path)
+    cfg = read_model_config(folder)
     model = HopeLM(cfg)
-    load_model_weights(model, ckpt / "model.safetensors")
+    load_model_weights(model, folder / "model.safetensors")
     return cfg, model.to(device).eval()
+
+
+def recorded_tokenizer(path: str | Path) -> Tokenizer | None:
+    """The tokenizer a model folder records: its saved copy (``hope_tokenizer.json``), else the spec in
+    ``train_config.json`` (checkpoints written before tokenizers were saved), else None."""
+    folder = model_folder(path)
+    tok = load_saved(folder)
+    if tok is None and (folder / "train_config.json").is_file():
+        spec = json.loads((folder / "train_config.json").read_text()).get("tokenizer")
+        tok = build_tokenizer(spec) if spec else None
+    return tok
+
+
+def load_tokenizer(path: str | Path, spec: str | None = None, allow_mismatch: bool = False) -> Tokenizer:
+    """The tokenizer to evaluate the model at ``path`` with: the one it was trained with. ``spec`` (a
+    tokenizer spec given by the user) must map text to the same ids (equal fingerprints) unless
+    ``allow_mismatch``; a folder that records no tokenizer needs ``spec``."""
+    recorded = recorded_tokenizer(path)
+    if spec is None:
+        if recorded is None:
+            raise CheckpointError(f"{path} records no tokenizer: pass the one the model was trained with "
+                                  "(--tokenizer byte, or a tokenizer.json path)")
+        return recorded
+    given = build_tokenizer(spec)
+    if recorded is not None and given.fingerprint() != recorded.fingerprint() and not allow_mismatch:
+        raise CheckpointError(f"tokenizer {spec!r} differs from the one {path} was trained with "
+                              f"({recorded.name!r}); drop --tokenizer to use the recorded one, or pass "
+                              "--allow-tokenizer-mismatch to evaluate with another tokenizer anyway")
+    return given
 
 
 # ----------------------------------------------------------------------------- training state
@@ -196,11 +261,13 @@ def _barrier() -> None:
 
 def save_checkpoint(root: str | Path, step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
                     model_cfg: HopeConfig, train_cfg: dict[str, Any], train_state: dict[str, Any],
-                    sharded: bool = False, rank: int = 0, keep_last: int = 2) -> Path:
+                    sharded: bool = False, rank: int = 0, keep_last: int = 2,
+                    tokenizer: Tokenizer | None = None) -> Path:
     """Write ``<root>/step_<step>`` atomically (every process calls this); returns its path.
 
     ``model`` is the unwrapped HopeLM (FSDP2 modules are sharded in place). ``sharded``: save model and
     optimizer with torch.distributed.checkpoint (FSDP2) and gather the full weights for model.safetensors.
+    ``tokenizer``: saved beside the model, so evaluation uses exactly the run's tokenizer.
     """
     root = Path(root)
     final = root / f"step_{step:08d}"
@@ -230,6 +297,8 @@ def save_checkpoint(root: str | Path, step: int, model: nn.Module, optimizer: to
         (tmp / "config.json").write_text(json.dumps(model_cfg.to_dict(), indent=2))
         (tmp / "train_config.json").write_text(json.dumps(train_cfg, indent=2))
         (tmp / "train_state.json").write_text(json.dumps({**train_state, "step": step}, indent=2))
+        if tokenizer is not None:
+            tokenizer.save(tmp)
     _barrier()
     if rank == 0:
         write_manifest(tmp)

@@ -1,15 +1,28 @@
-"""Tokenizers for training: a byte-level one (default) and any Hugging Face tokenizer.
+"""The project's one tokenizer module (training, evaluation, ``hope.hf`` and the CLI tools): a byte-level
+tokenizer (default) and any Hugging Face ``tokenizers`` tokenizer.
 
-Both expose ``name``, ``vocab_size``, ``eos_id`` (the document separator), ``encode``, ``decode`` and
-``token_bytes()`` (UTF-8 bytes per token, 0 for special tokens) used for bits per byte.
+Both expose ``name`` (the spec it was built from), ``vocab_size``, ``eos_id`` (the document separator, also
+the prefix token of empty-context evaluation requests), ``encode``, ``decode``, ``token_bytes()`` (UTF-8
+bytes per token, 0 for special tokens; bits per byte), ``fingerprint()`` (equal for tokenizers that map text
+to the same ids) and ``save(folder)``. ``save`` writes the spec to ``hope_tokenizer.json`` and the tokenizer
+in Hugging Face's format (``tokenizer.json`` + ``tokenizer_config.json``), so a checkpoint carries the exact
+tokenizer it was trained with: :func:`load_saved` reads it back, and ``transformers.AutoTokenizer`` loads the
+same folder (lm-eval's ``--model hf``). The byte tokenizer is saved as an equivalent byte-level BPE without
+merges (id = byte value, ``<|endoftext|>`` = 256); the two differ only on text that contains the literal
+string ``<|endoftext|>``, which the Hugging Face form reads as the separator.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Protocol
 
 import torch
+
+SPEC_FILE = "hope_tokenizer.json"
+BYTE_SPECS = ("byte", "bytes")  # "bytes" is the evaluation tools' former spelling
 
 
 class Tokenizer(Protocol):
@@ -22,6 +35,41 @@ class Tokenizer(Protocol):
     def decode(self, ids: list[int]) -> str: ...
 
     def token_bytes(self) -> torch.Tensor: ...
+
+    def fingerprint(self) -> str: ...
+
+    def save(self, folder: str | Path) -> None: ...
+
+
+def _write_hf_files(tok, eos: str, folder: Path) -> None:
+    """``tokenizer.json`` and a ``tokenizer_config.json`` that ``transformers.AutoTokenizer`` reads."""
+    tok.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": eos, "bos_token": None,
+              "pad_token": None, "unk_token": None, "clean_up_tokenization_spaces": False,
+              "model_max_length": 10**30}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=1))
+
+
+def _write_spec(folder: Path, tok: Tokenizer, kind: str) -> None:
+    spec = {"kind": kind, "name": tok.name, "vocab_size": tok.vocab_size, "eos_id": tok.eos_id,
+            "fingerprint": tok.fingerprint()}
+    (folder / SPEC_FILE).write_text(json.dumps(spec, indent=1))
+
+
+def _byte_level_tokenizer():
+    """A ``tokenizers`` byte-level BPE without merges whose ids are the byte values, plus ``<|endoftext|>``
+    = 256: the Hugging Face form of :class:`ByteTokenizer` (GPT-2's byte-to-character map)."""
+    from tokenizers import AddedToken, decoders, models, pre_tokenizers
+    from tokenizers import Tokenizer as _Tok
+
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    chars = {b: chr(b) for b in printable}
+    chars.update({b: chr(256 + i) for i, b in enumerate(b for b in range(256) if b not in chars)})
+    tok = _Tok(models.BPE(vocab={chars[b]: b for b in range(256)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken("<|endoftext|>", special=True)])
+    return tok
 
 
 class ByteTokenizer:
@@ -44,6 +92,19 @@ class ByteTokenizer:
         out = torch.ones(self.vocab_size, dtype=torch.long)
         out[self.eos_id] = 0
         return out
+
+    def fingerprint(self) -> str:
+        return "byte"
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_spec(folder, self, "byte")
+        try:
+            tok = _byte_level_tokenizer()
+        except ImportError:  # the Hugging Face copy is a convenience; the spec alone restores this tokenizer
+            return
+        _write_hf_files(tok, "<|endoftext|>", folder)
 
 
 class HFTokenizer:
@@ -80,7 +141,7 @@ class HFTokenizer:
         if eos is None:
             self.tok.add_special_tokens(["<|endoftext|>"])
             eos = "<|endoftext|>"
-        self.eos_id = self.tok.token_to_id(eos)
+        self.eos, self.eos_id = eos, self.tok.token_to_id(eos)
         self.vocab_size = self.tok.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str) -> list[int]:
@@ -103,7 +164,35 @@ class HFTokenizer:
             out[i] = len(self.tok.decode([i]).encode("utf-8"))
         return out
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the tokenizer's full serialization (model, normalizer, pre-tokenizer, added tokens)
+        and its separator."""
+        return hashlib.sha256(f"{self.tok.to_str()}\n{self.eos_id}".encode()).hexdigest()
+
+    def save(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_hf_files(self.tok, self.eos, folder)
+        _write_spec(folder, self, "hf")
+
 
 def build_tokenizer(spec: str) -> Tokenizer:
     """``"byte"`` or a Hugging Face tokenizer path / name."""
-    return ByteTokenizer() if spec == "byte" else HFTokenizer(spec)
+    return ByteTokenizer() if spec in BYTE_SPECS else HFTokenizer(spec)
+
+
+def load_saved(folder: str | Path) -> Tokenizer | None:
+    """The tokenizer that :meth:`save` wrote into ``folder`` (None when it holds no ``hope_tokenizer.json``);
+    raises when the saved files do not reproduce the recorded fingerprint."""
+    folder = Path(folder)
+    if not (folder / SPEC_FILE).is_file():
+        return None
+    spec = json.loads((folder / SPEC_FILE).read_text())
+    if spec.get("kind") not in ("byte", "hf"):
+        raise ValueError(f"{folder / SPEC_FILE}: unknown tokenizer kind {spec.get('kind')!r}")
+    tok: Tokenizer = ByteTokenizer() if spec["kind"] == "byte" else HFTokenizer(str(folder))
+    if tok.fingerprint() != spec["fingerprint"]:
+        raise ValueError(f"{folder}: the saved tokenizer files do not match the fingerprint recorded in "
+                         f"{SPEC_FILE} (were they edited or replaced?)")
+    tok.name = spec["name"]
+    return tok

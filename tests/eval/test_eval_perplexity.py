@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from evalhelpers import have, tiny_model
 
 from eval.perplexity import carry_loglikelihoods, disjoint_loglikelihoods, evaluate, rolling_windows
-from eval.scoring import ByteTokenizer
+from hope.training.tokenizer import ByteTokenizer
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog. " * 4,
@@ -30,11 +30,11 @@ def single_pass(model, tokens: list[int], prefix: int) -> float:
 def test_carry_equals_single_pass(mixer):
     model, tok = tiny_model(mixer), ByteTokenizer()
     docs = [tok.encode(t) for t in TEXTS]
-    ref = [single_pass(model, d, tok.eot_token_id) for d in docs]
-    whole = carry_loglikelihoods(model, docs, tok.eot_token_id, window=4096)  # window covers every document
+    ref = [single_pass(model, d, tok.eos_id) for d in docs]
+    whole = carry_loglikelihoods(model, docs, tok.eos_id, window=4096)  # window covers every document
     assert whole == pytest.approx(ref, abs=1e-3)
     for window in (7, 16, 61):  # windows that split chunks (8, 16) at and off their boundaries
-        got = carry_loglikelihoods(model, docs, tok.eot_token_id, window=window, batch_size=2)
+        got = carry_loglikelihoods(model, docs, tok.eos_id, window=window, batch_size=2)
         assert got == pytest.approx(ref, rel=1e-4, abs=1e-3)
 
 
@@ -53,11 +53,11 @@ def test_disjoint_windows_match_lm_eval():
 def test_disjoint_with_long_window_equals_single_pass_and_bounds_context():
     model, tok = tiny_model("attention"), ByteTokenizer()
     docs = [tok.encode(t) for t in TEXTS]
-    ref = [single_pass(model, d, tok.eot_token_id) for d in docs]
-    assert disjoint_loglikelihoods(model, docs, tok.eot_token_id, max_len=1000) == pytest.approx(
+    ref = [single_pass(model, d, tok.eos_id) for d in docs]
+    assert disjoint_loglikelihoods(model, docs, tok.eos_id, max_len=1000) == pytest.approx(
         ref, abs=1e-3
     )
-    short = disjoint_loglikelihoods(model, docs, tok.eot_token_id, max_len=16)
+    short = disjoint_loglikelihoods(model, docs, tok.eos_id, max_len=16)
     assert short[1] == pytest.approx(ref[1], abs=1e-3)  # "Short doc." fits in one window
     assert short[0] != pytest.approx(ref[0], abs=1e-3)  # fresh state per window: less context
 

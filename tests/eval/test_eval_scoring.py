@@ -7,21 +7,23 @@ import math
 
 import pytest
 import torch
-from evalhelpers import LOG256, tiny_model
+from evalhelpers import LOG_VOCAB, tiny_model
 
 from eval.commonsense import TASKS, MCTask, evaluate_task, mc_metrics
-from eval.scoring import ByteTokenizer, encode_pair, score_requests
+from eval.scoring import encode_pair, score_requests
+from hope.training.tokenizer import ByteTokenizer
 
 
 def test_encode_pair_matches_lm_eval_rules():
     tok = ByteTokenizer()
     assert encode_pair(tok, "Answer: ", "yes") == (list(b"Answer:"), list(b" yes"))
-    assert encode_pair(tok, "", "hi") == ([tok.eot_token_id], list(b"hi"))
-    assert encode_pair(tok, "", "\nhi") == (
-        [10],
-        list(b"hi"),
-    )  # prefix token equal to the first: lm-eval drops it
-    assert ByteTokenizer(257).eot_token_id == 256
+    assert encode_pair(tok, "", "hi") == ([tok.eos_id], list(b"hi")) and tok.eos_id == 256
+
+    class NewlineSeparated(ByteTokenizer):
+        eos_id = 10
+
+    # a continuation that starts with the prefix token keeps it as the context (lm-eval's rule)
+    assert encode_pair(NewlineSeparated(), "", "\nhi") == ([10], list(b"hi"))
 
 
 def test_scripted_loglikelihoods_exact(bigram):
@@ -29,8 +31,8 @@ def test_scripted_loglikelihoods_exact(bigram):
     (ll_a, greedy_a), (ll_b, greedy_b) = score_requests(
         bigram, [encode_pair(tok, "Q:", " a"), encode_pair(tok, "Q:", " bbbb")]
     )
-    assert ll_a == pytest.approx(-2 * LOG256, abs=1e-4)
-    expected_b = -2 * LOG256 + 3 * bigram.logprob(ord("b"), ord("b"))
+    assert ll_a == pytest.approx(-2 * LOG_VOCAB, abs=1e-4)
+    expected_b = -2 * LOG_VOCAB + 3 * bigram.logprob(ord("b"), ord("b"))
     assert ll_b == pytest.approx(expected_b, abs=1e-4)
     assert not greedy_a and not greedy_b  # ' ' and the first 'b' are not argmax under a uniform row
     ll, greedy = score_requests(bigram, [(list(b"xb"), list(b"bbb"))])[0]
@@ -38,7 +40,7 @@ def test_scripted_loglikelihoods_exact(bigram):
 
 
 def test_scripted_acc_and_acc_norm(bigram):
-    """Uniform rows: ll = -n log 256 for n continuation bytes, so acc picks the shortest choice and acc_norm
+    """Uniform rows: ll = -n log 257 for n continuation bytes, so acc picks the shortest choice and acc_norm
     (ll / characters of the choice) the longest; the 'b' choices gain from the scripted bigram."""
     task = TASKS["arc_easy"]
     docs = [
@@ -57,8 +59,8 @@ def test_scripted_acc_and_acc_norm(bigram):
     ]
     res = evaluate_task(bigram, ByteTokenizer(), "arc_easy", docs)
     lb = bigram.logprob(ord("b"), ord("b"))
-    assert res["lls"][0] == pytest.approx([-3 * LOG256, -5 * LOG256, -2 * LOG256], abs=1e-3)
-    assert res["lls"][2] == pytest.approx([-2 * LOG256 + 5 * lb, -2 * LOG256], abs=1e-3)
+    assert res["lls"][0] == pytest.approx([-3 * LOG_VOCAB, -5 * LOG_VOCAB, -2 * LOG_VOCAB], abs=1e-3)
+    assert res["lls"][2] == pytest.approx([-2 * LOG_VOCAB + 5 * lb, -2 * LOG_VOCAB], abs=1e-3)
     # doc1: acc (shortest=C) right, acc_norm (longest=B) wrong; doc2 the reverse; doc3: 'bbbbbb' loses on the
     # sum (5 nearly-free bytes) but wins per character; doc4: tie -> argmax takes the first index (A)
     assert res["acc"] == pytest.approx(1 / 4) and res["acc_norm"] == pytest.approx(2 / 4)
@@ -79,7 +81,7 @@ def test_winogrande_partial_scoring(bigram):
     ]
     assert task.gold(doc) == 1
     res = evaluate_task(bigram, ByteTokenizer(), "winogrande", [doc])
-    assert res["lls"][0] == pytest.approx([-11 * LOG256] * 2, abs=1e-3)
+    assert res["lls"][0] == pytest.approx([-11 * LOG_VOCAB] * 2, abs=1e-3)
     assert res["acc"] == 0.0  # tie -> first option
 
 
@@ -87,7 +89,7 @@ def test_lambada_metrics(bigram):
     docs = [{"text": "the cat sat on the mat"}, {"text": "xb bbb"}]
     res = evaluate_task(bigram, ByteTokenizer(), "lambada_openai", docs)
     lb = bigram.logprob(ord("b"), ord("b"))
-    lls = [-4 * LOG256, 2 * lb + bigram.logprob(ord(" "), ord("b")) + bigram.logprob(ord("b"), ord(" "))]
+    lls = [-4 * LOG_VOCAB, 2 * lb + bigram.logprob(ord(" "), ord("b")) + bigram.logprob(ord("b"), ord(" "))]
     assert res["lls"] == pytest.approx(lls, abs=1e-3)
     assert res["ppl"] == pytest.approx(math.exp(-sum(lls) / 2), rel=1e-3)
     assert res["acc"] == 0.0

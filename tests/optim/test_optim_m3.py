@@ -19,7 +19,8 @@ def _stream(shape: tuple[int, ...], n: int, seed: int = 0) -> tuple[torch.Tensor
 
 def _run_m3(w0: torch.Tensor, grads: list[torch.Tensor], **kwargs) -> torch.Tensor:
     w = torch.nn.Parameter(w0.clone())
-    opt = M3([w], **{"lr": LR, "betas": (B1, B2, B3), "eps": EPS, **kwargs})
+    literal = {"precondition": "after", "scale": "none"}  # Algorithm 1 as printed (the reference's form)
+    opt = M3([w], **{"lr": LR, "betas": (B1, B2, B3), "eps": EPS, **literal, **kwargs})
     for g in grads:
         w.grad = g.clone()
         opt.step()
@@ -56,11 +57,22 @@ def test_literal_sum_accumulation() -> None:
     torch.testing.assert_close(got, w, rtol=0, atol=1e-12)
 
 
-def test_precondition_before_is_scale_invariant() -> None:
+def test_default_is_scale_invariant() -> None:
+    """The default (precondition="before") ignores the gradient's scale; the printed form does not."""
     w0, grads = _stream((4, 6), 4, seed=3)
-    a = _run_m3(w0, grads, precondition="before", slow_every=2, eps=0.0)
-    b = _run_m3(w0, [1e-3 * g for g in grads], precondition="before", slow_every=2, eps=0.0)
-    torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+    def run(grad_scale: float, **kw) -> torch.Tensor:
+        w = torch.nn.Parameter(w0.clone())
+        opt = M3([w], lr=LR, slow_every=2, eps=0.0, **kw)
+        for g in grads:
+            w.grad = grad_scale * g
+            opt.step()
+        return w.detach()
+
+    torch.testing.assert_close(run(1.0), run(1e-3), rtol=0, atol=1e-10)
+    after = run(1.0, precondition="after", scale="none") - w0
+    after_small = run(1e-3, precondition="after", scale="none") - w0
+    assert after_small.abs().max() > 100 * after.abs().max()  # the printed form's step grows like 1/|g|
 
 
 def test_vectors_use_adamw() -> None:

@@ -55,3 +55,34 @@ def test_unknown_tokenizer_is_a_clear_error(tmp_path: Path) -> None:
         build_tokenizer(str(tmp_path))
     with pytest.raises(ValueError, match="neither 'byte'"):
         build_tokenizer("no-such-org/no-such-tokenizer-xyz")
+
+
+def test_byte_tokenizer_saves_an_equivalent_hugging_face_tokenizer(tmp_path: Path) -> None:
+    """The saved Hugging Face form maps text to the same ids (multi-byte characters included) and decodes
+    them back; ``load_saved`` restores the byte tokenizer itself."""
+    transformers = pytest.importorskip("transformers")
+    from hope.training.tokenizer import load_saved
+
+    ByteTokenizer().save(tmp_path)
+    text = "Thou art — ‘fair’.\n\tß 日本 x"
+    hf = transformers.AutoTokenizer.from_pretrained(tmp_path)
+    assert hf(text, add_special_tokens=False)["input_ids"] == ByteTokenizer().encode(text)
+    assert hf.eos_token_id == 256 and len(hf) == 257 and hf.decode(list(text.encode())) == text
+    assert isinstance(load_saved(tmp_path), ByteTokenizer)
+
+
+def test_hf_tokenizer_save_round_trip_keeps_its_fingerprint(tmp_path: Path) -> None:
+    from hope.training.tokenizer import load_saved
+
+    for special in ([], ["<|endoftext|>"]):  # a separator added on load, and one of its own
+        src = tmp_path / f"src{len(special)}"
+        src.mkdir()
+        tok = build_tokenizer(str(_tokenizer_json(src, special)))
+        tok.save(tmp_path / f"saved{len(special)}")
+        back = load_saved(tmp_path / f"saved{len(special)}")
+        assert back.fingerprint() == tok.fingerprint() and back.eos_id == tok.eos_id and back.name == tok.name
+        assert back.encode("to be or not") == tok.encode("to be or not")
+    assert tok.fingerprint() != ByteTokenizer().fingerprint()
+    (tmp_path / "saved1" / "tokenizer.json").write_text((tmp_path / "saved0" / "tokenizer.json").read_text())
+    with pytest.raises(ValueError, match="do not match the fingerprint"):
+        load_saved(tmp_path / "saved1")
