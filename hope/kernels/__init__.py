@@ -16,8 +16,8 @@ def triton_ops() -> SimpleNamespace:
     ``cms_level`` is the PyTorch chunk implementation: one summed gradient step per chunk of a SwiGLU MLP
     is a handful of large GEMMs that cuBLAS already runs at roofline (no kernel needed).
     """
-    from hope.ops.cms import cms_level_chunk
     from hope.kernels.dgd.op import dgd_memory, smt_kv
+    from hope.ops.cms import cms_level_chunk
 
     return SimpleNamespace(dgd_memory=dgd_memory, smt_kv=smt_kv, cms_level=cms_level_chunk)
 

@@ -10,9 +10,9 @@ import torch
 
 pytest.importorskip("triton")
 
+from hope.kernels import selfcheck, triton_ops  # noqa: E402
 from hope.ops import backend  # noqa: E402
 from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk  # noqa: E402
-from hope.kernels import selfcheck, triton_ops  # noqa: E402
 
 if os.environ.get("TRITON_INTERPRET", "0") != "1" and not torch.cuda.is_available():
     pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)

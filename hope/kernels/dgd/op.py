@@ -15,10 +15,10 @@ import torch
 import triton
 from torch import Tensor
 
-from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk
-from hope.ops.dgd.common import MemoryState
 from hope.kernels.dgd.bwd import linear_chunk_bwd_kernel
 from hope.kernels.dgd.fwd import linear_chunk_fwd_kernel
+from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk
+from hope.ops.dgd.common import MemoryState
 
 #: Allocate kernel outputs NaN-filled instead of uninitialised, so an element a kernel fails to write is
 #: caught by the parity tests (set by ``tests/kernels/conftest.py``; costs a fill, so off by default).
