@@ -72,3 +72,38 @@ def cmsify(model: nn.Module, levels: Any = (16, 512, None), layers: Any = "all",
     if verbose:
         print(f"cmsify: {len(spec.layers)} layer(s), levels {spec.levels}, seed={seed}; {describe(counts, train)}")
     return model
+
+
+def convert_folder(src: str, out: str, levels: Any = (16, 512, None), layers: Any = "all", train: str = "cms",
+                   seed: str = "copy", step_init: float = 0.0) -> nn.Module:
+    """A local ``save_pretrained`` folder converted and written to ``out`` (with its tokenizer, if it has one)."""
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not Path(src).is_dir():
+        raise FileNotFoundError(f"{src!r} is not a local checkpoint folder (config.json + weights)")
+    model = AutoModelForCausalLM.from_pretrained(src, dtype="float32")
+    cmsify(model, levels, layers, train, seed, step_init)
+    model.save_pretrained(out)
+    if any((Path(src) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "vocab.json")):
+        AutoTokenizer.from_pretrained(src).save_pretrained(out)
+    return model
+
+
+def main(argv: list[str] | None = None) -> None:
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m hope.adapt", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("convert", help="a local HF causal-LM folder -> a CMS-converted save_pretrained folder")
+    c.add_argument("src_dir")
+    c.add_argument("out_dir")
+    c.add_argument("--levels", default="16,512,static", help="chunk sizes fastest first; 'static' for C=None")
+    c.add_argument("--layers", default="all", help="'all' or comma-separated layer indices")
+    c.add_argument("--train", default="cms", choices=TRAIN, help="what the outer optimizer trains")
+    c.add_argument("--seed", default="copy", choices=("copy", "split"), help="how levels are seeded from the MLP")
+    c.add_argument("--step-init", type=float, default=0.0, help="initial eta * chunk_size (0: exact original)")
+    args = p.parse_args(argv)
+    convert_folder(args.src_dir, args.out_dir, args.levels, args.layers, args.train, args.seed, args.step_init)
+    print(f"wrote {args.out_dir} (load it after 'import hope.adapt' with AutoModelForCausalLM.from_pretrained)")

@@ -65,6 +65,13 @@ class CMSAdaptedMixin:
         install(self, spec)  # structure only; from_pretrained loads the weights
         set_trainable(self, spec.train)
 
+    @classmethod
+    def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
+        """The original ``from_pretrained``, then the recorded ``train`` choice (loading replaces parameters)."""
+        model = super().from_pretrained(*args, **kwargs)
+        set_trainable(model, model.hope_spec.train)
+        return model
+
     @property
     def hope_spec(self) -> AdaptSpec:
         return AdaptSpec.from_dict(self.config.hope_cms)
