@@ -158,6 +158,8 @@ def test_clear_errors():
         model(x, attention_mask=torch.tensor([[1] * 8, [0] + [1] * 7]))
     with pytest.raises(TypeError, match="CMSCache"):
         model(x, cache=StaticCache(config=model.config, max_cache_len=16))
+    with pytest.raises(NotImplementedError, match="rolled back"):
+        model(x).cache.crop(2)
     with pytest.raises(ValueError, match="already CMS-converted"):
         cmsify(model)
     with pytest.raises(ValueError, match="layers \\[5\\] do not exist"):
