@@ -14,7 +14,7 @@ from transformers import (  # noqa: E402
     StaticCache,
 )
 
-from hope.adapt import CMSMLP, CMSCache, cmsify, parse_levels  # noqa: E402
+from hope.adapt import CMSMLP, CMSCache, HopeInterface, cmsify, parse_levels  # noqa: E402
 from hope.adapt.convert import main as adapt_main  # noqa: E402
 
 V = 64
@@ -136,6 +136,18 @@ def test_generate_carries_the_cms_state():
     assert got.tolist() == seq.tolist()
     beams = model.generate(ids(5, B=1), max_new_tokens=6, do_sample=False, num_beams=2)  # reorders the state
     assert beams.shape == (1, 11)
+
+
+def test_hope_interface_streams_through_its_state():
+    """HopeLM's contract (model(ids, state=...) -> logits, loss, state), as the continual harness and eval/ use."""
+    lm = HopeInterface(cmsify(base_model("gpt2"), levels=[4, None], step_init=0.5, verbose=False)).eval()
+    x = ids(30)
+    with torch.no_grad():
+        full = lm(x, labels=x)
+        a = lm(x[:, :13])
+        b = lm(x[:, 13:], state=a.state)
+    torch.testing.assert_close(torch.cat([a.logits, b.logits], 1), full.logits, rtol=1e-4, atol=1e-5)
+    assert full.loss is not None and lm.generate(x[:1, :3], max_new_tokens=4).shape == (1, 4)
 
 
 def test_convert_cli_round_trip(tmp_path):

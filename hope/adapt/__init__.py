@@ -13,8 +13,9 @@ converted folder loads with ``AutoModelForCausalLM.from_pretrained``. Command li
 
 from hope.adapt.convert import cmsify, parse_levels
 from hope.adapt.hf import CMSCache, adapted_class, register
+from hope.adapt.interface import HopeInterface
 from hope.adapt.mlp import CMSMLP, AdaptSpec
 from hope.adapt.trainable import describe, set_trainable
 
-__all__ = ["AdaptSpec", "CMSCache", "CMSMLP", "adapted_class", "cmsify", "describe", "parse_levels", "register",
-           "set_trainable"]
+__all__ = ["AdaptSpec", "CMSCache", "CMSMLP", "HopeInterface", "adapted_class", "cmsify", "describe",
+           "parse_levels", "register", "set_trainable"]
