@@ -174,6 +174,8 @@ def test_clear_errors():
         model(x).cache.crop(2)
     with pytest.raises(ValueError, match="already CMS-converted"):
         cmsify(model)
+    with pytest.raises(TypeError, match="causal LM"):
+        cmsify(base_model("llama").model)
     with pytest.raises(ValueError, match="layers \\[5\\] do not exist"):
         cmsify(base_model("llama"), layers=[5])
     with pytest.raises(ValueError, match="chunk size"):

@@ -55,6 +55,11 @@ def cmsify(model: nn.Module, levels: Any = (16, 512, None), layers: Any = "all",
     """
     if isinstance(model, CMSAdaptedMixin):
         raise ValueError("this model is already CMS-converted (config.hope_cms is set)")
+    from transformers import PreTrainedModel
+
+    if not isinstance(model, PreTrainedModel) or not model.can_generate():
+        raise TypeError(f"cmsify converts a transformers causal LM (e.g. from AutoModelForCausalLM), not a "
+                        f"{type(model).__name__}")
     if train not in TRAIN:
         raise ValueError(f"unknown train={train!r}; expected one of {TRAIN}")
     if step_init < 0:

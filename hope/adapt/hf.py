@@ -92,7 +92,8 @@ class CMSAdaptedMixin:
         """``generate`` builds a :class:`CMSCache` where it would build a plain ``DynamicCache``."""
         out = super()._prepare_cache_for_generation(generation_config, model_kwargs, *args, **kwargs)
         cache = model_kwargs.get("cache")
-        if type(cache) is DynamicCache and not getattr(cache, "_is_user_defined", False):
+        plain = generation_config.cache_implementation in (None, "dynamic")
+        if plain and type(cache) is DynamicCache and not getattr(cache, "_is_user_defined", False):
             model_kwargs["cache"] = CMSCache(config=self.config.get_text_config(decoder=True))
         return out
 
@@ -173,4 +174,7 @@ def register(model_type: str) -> type:
 
 
 for _family in KNOWN_FAMILIES:
-    register(_family)
+    try:
+        register(_family)
+    except (KeyError, ValueError):  # a family this transformers version does not have: nothing to load
+        pass
