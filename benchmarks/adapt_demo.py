@@ -122,6 +122,13 @@ def main() -> None:
               flush=True)
         train(model, adapt(), args.adapt_lr, args.adapt_steps)
         rows.append((f"{name}, after adapting on B", bpb(model)))
+    levels = [lv for m in cms.cms_modules() for lv in m.cms.levels if lv.chunk_size is not None]
+    steps = [round(lv.eta.item() * lv.chunk_size, 4) for lv in levels]
+    print(f"in-context levels' eta * C after adapting: {steps} (initial {args.step_init})")
+    with torch.no_grad():  # the adapted CMS model with its in-context steps switched off: what they contribute
+        for lv in levels:
+            lv.eta.zero_()
+    rows.append(("cmsify after adapting, in-context steps set to 0 (ablation)", bpb(cms)))
     tokens = args.adapt_steps * args.batch * args.seq_len
     print(f"\nheld-out bits per byte (A: {val['A'].numel()} tokens of Shakespeare, B: {val['B'].numel()} tokens of "
           f"Python docs; adaptation: {tokens} tokens of B, the same for every run)\n")
