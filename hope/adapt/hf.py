@@ -132,6 +132,8 @@ class CMSAdaptedMixin:
         out = super().forward(**kwargs, **{"cache" if "cache" in params else "past_key_values": cache})
         if isinstance(cache, CMSCache):
             cache.cms_state = [m.state_out for m in modules]
+        for m in modules:  # state_in stays: a checkpointed layer re-reads it when it recomputes in the backward
+            m.state_out = None
         return out
 
 

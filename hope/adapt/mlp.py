@@ -185,8 +185,8 @@ def spec_for(model: nn.Module, levels: list[int | None], layers: list[int], seed
     weights = {i: read_mlp(getattr(*mlps[i]), model.config) for i in layers}
     forms = {(w.act, w.w_gate is not None, w.bias, w.w_up.shape[0], w.dropout) for w in weights.values()}
     if len(forms) != 1:
-        raise ValueError(f"the chosen layers' MLPs differ in form or width ({sorted(forms)}); convert them "
-                         "in separate groups is not supported")
+        raise ValueError(f"the chosen layers' MLPs differ in form or width ({sorted(forms)}); one conversion "
+                         "needs MLPs of one form (choose those layers with layers=[...])")
     act, gated, bias, hidden, dropout = forms.pop()
     spec = AdaptSpec(levels=list(levels), layers=list(layers), hidden=level_widths(hidden, len(levels), seed),
                      act=act, gated=gated, bias=bias, seed=seed, step_init=step_init, dropout=dropout, train=train)
