@@ -3,6 +3,7 @@
     python train.py --config configs/tiny.yaml                       # tiny HOPE on Shakespeare, CPU
     python train.py --config configs/transformer-tiny.yaml           # the matched Transformer++
     python train.py --config configs/tiny.yaml --set max_steps=50 --set model.n_layers=2
+    python train.py --set init_from=DIR --set tokenizer=DIR   # continual pretraining of a hope.adapt conversion
     torchrun --nproc_per_node=8 train.py --config configs/hope-340m.yaml   # FSDP2 (or --set parallel=ddp)
 
 The run directory (``out_dir``, default ``runs/<config name>``) receives ``metrics.jsonl``,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import time
 from pathlib import Path
@@ -79,7 +81,15 @@ def main(argv: list[str] | None = None) -> dict:
     token_bytes = tokenizer.token_bytes()
 
     # -------------------------------------------------------------------- model and optimizer
-    model = HopeLM(model_cfg).to(info.device)
+    if cfg.init_from:  # continual pretraining of a transformers model converted by hope.adapt (cmsify)
+        from hope.adapt.training import generate as adapted_generate
+        from hope.adapt.training import load_init_from
+
+        model, model_cfg = load_init_from(cfg.init_from, tokenizer.vocab_size, info.device)
+        generate = functools.partial(adapted_generate, model)
+    else:
+        model = HopeLM(model_cfg).to(info.device)
+        generate = model.generate
     n_params = model.num_params()
     loss_fn = parallelize(model, mode, info, compile=cfg.compile,
                           activation_checkpointing=cfg.activation_checkpointing)
@@ -195,9 +205,8 @@ def main(argv: list[str] | None = None) -> dict:
         g = torch.Generator(device=info.device).manual_seed(cfg.seed)
         model.eval()
         with autocast:
-            new = model.generate(torch.tensor([prompt], device=info.device), max_new_tokens=cfg.sample_tokens,
-                                 temperature=cfg.sample_temperature, top_k=cfg.sample_top_k or None,
-                                 generator=g)
+            new = generate(torch.tensor([prompt], device=info.device), max_new_tokens=cfg.sample_tokens,
+                           temperature=cfg.sample_temperature, top_k=cfg.sample_top_k or None, generator=g)
         sample = cfg.sample_prompt + tokenizer.decode(new[0].tolist())
         result["sample"] = sample
         log.print(f"sample ({cfg.sample_tokens} tokens, temperature {cfg.sample_temperature}):\n{sample}")

@@ -64,3 +64,27 @@ def test_readme_cms_example_runs():
     blocks = re.findall(r"<!-- cms-example -->\s*```python\n(.*?)```", readme, flags=re.S)
     assert len(blocks) == 1, "README must hold exactly one block marked <!-- cms-example -->"
     exec(compile(blocks[0], "README.md:cms-example", "exec"), {})
+
+
+def test_sum_combine_is_the_sum_of_the_levels_without_norm_or_residual():
+    """combine='sum' (independent CMS, paper Eq. 74): every level reads the same input; with norm=False and
+    step size 0, an ungated GELU level with biases is exactly W_down gelu(W_up x + b_up) + b_down."""
+    torch.manual_seed(0)
+    levels = [CMSLevel(3, hidden=12, norm=False, act="gelu_tanh", gated=False, bias=True, step_init=0.0),
+              CMSLevel(None, hidden=12, norm=False, act="gelu_tanh", gated=False, bias=True)]
+    cms = ContinuumMemorySystem(8, levels, combine="sum")
+    assert {n for n, _ in levels[1].named_parameters()} == {"w_up", "w_down", "b_up", "b_down"}
+    with torch.no_grad():
+        for lvl in levels:
+            lvl.b_up.normal_()
+            lvl.b_down.normal_()
+    x = torch.randn(2, 10, 8)
+    y, state = cms(x)
+    want = sum(torch.nn.functional.gelu(x @ lvl.w_up.T + lvl.b_up, approximate="tanh") @ lvl.w_down.T + lvl.b_down
+               for lvl in levels)
+    torch.testing.assert_close(y, want)
+    assert state[1] is None and state[0].offset == 10 % 3
+    with pytest.raises(ValueError, match="combine"):
+        ContinuumMemorySystem(8, [CMSLevel(None)], combine="mean")
+    with pytest.raises(ValueError, match="form"):
+        levels[0](x, CMSLevel(3, dim=8, hidden=12).init_state())

@@ -25,13 +25,26 @@ def l2norm(x: Tensor, eps: float = 1e-6) -> Tensor:
     return x * torch.rsqrt((x * x).sum(-1, keepdim=True) + eps)
 
 
+#: ``gelu_tanh`` is the tanh approximation of GELU (GPT-2's ``gelu_new``, ``gelu_pytorch_tanh``).
+ACTIVATIONS = ("silu", "gelu", "gelu_tanh")
+_GELU_C, _GELU_A = math.sqrt(2 / math.pi), 0.044715
+
+
+def _tanh_gelu_parts(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``t = tanh(c (x + a x^3))`` of tanh-GELU ``0.5 x (1 + t)`` and its derivative ``dt/dx``."""
+    t = torch.tanh(_GELU_C * (x + _GELU_A * x * x * x))
+    return t, (1 - t * t) * _GELU_C * (1 + 3 * _GELU_A * x * x)
+
+
 def activation(x: Tensor, act: str) -> Tensor:
     """The memory non-linearity ``s``."""
     if act == "silu":
         return F.silu(x)
     if act == "gelu":
         return F.gelu(x)
-    raise ValueError(f"unknown memory activation {act!r}; expected 'silu' or 'gelu'")
+    if act == "gelu_tanh":
+        return F.gelu(x, approximate="tanh")
+    raise ValueError(f"unknown memory activation {act!r}; expected one of {ACTIVATIONS}")
 
 
 def activation_grad(x: Tensor, act: str) -> Tensor:
@@ -43,7 +56,10 @@ def activation_grad(x: Tensor, act: str) -> Tensor:
         cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
         pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         return cdf + x * pdf
-    raise ValueError(f"unknown memory activation {act!r}; expected 'silu' or 'gelu'")
+    if act == "gelu_tanh":
+        t, dt = _tanh_gelu_parts(x)
+        return 0.5 * (1 + t) + 0.5 * x * dt
+    raise ValueError(f"unknown memory activation {act!r}; expected one of {ACTIVATIONS}")
 
 
 def activation_grad2(x: Tensor, act: str) -> Tensor:
@@ -54,4 +70,8 @@ def activation_grad2(x: Tensor, act: str) -> Tensor:
     if act == "gelu":
         pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         return pdf * (2 - x * x)
-    raise ValueError(f"unknown memory activation {act!r}; expected 'silu' or 'gelu'")
+    if act == "gelu_tanh":
+        t, dt = _tanh_gelu_parts(x)
+        d2t = -2 * t * dt * _GELU_C * (1 + 3 * _GELU_A * x * x) + (1 - t * t) * _GELU_C * 6 * _GELU_A * x
+        return dt + 0.5 * x * d2t
+    raise ValueError(f"unknown memory activation {act!r}; expected one of {ACTIVATIONS}")

@@ -62,6 +62,8 @@ class TrainConfig:
     parallel: str = "auto"  # auto: fsdp under torchrun with more than one process; none, ddp, fsdp
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms (bitwise resume on CPU)
+    # continual pretraining of a transformers model converted by hope.adapt (the model section is then unused)
+    init_from: str = ""  # a save_pretrained folder written by `python -m hope.adapt convert` (or cmsify)
     # checkpoints
     out_dir: str = ""  # default: runs/<config file name>
     ckpt_every: int = 200  # steps; 0: only at the end

@@ -106,3 +106,55 @@ def test_bad_chunk_size_and_shape():
     state = CMSLevelState.from_weights(inp["w_gate"], inp["w_up"], inp["w_down"])
     with pytest.raises(ValueError, match="batch, time, dim"):
         cms_level_chunk(inp["x"][0], inp["w_key"], inp["w_value"], inp["eta"], state, chunk_size=2)
+
+
+FORMS = [("gelu_tanh", False, True), ("silu", True, True), ("gelu", True, False)]  # (act, gated, bias)
+
+
+def run_form(op, inp, form, chunk, splits=()):
+    act, gated, bias = form
+    biases = (inp["b_gate"] if gated else None, inp["b_up"], inp["b_down"]) if bias else (None, None, None)
+    state = CMSLevelState.from_weights(inp["w_gate"] if gated else None, inp["w_up"], inp["w_down"], *biases,
+                                       act=act)
+    assert not state.is_swiglu
+    T = inp["x"].shape[1]
+    bounds, outs = [0, *splits, T], []
+    for s, e in zip(bounds[:-1], bounds[1:]):
+        y, state = op(inp["x"][:, s:e], inp["w_key"], inp["w_value"], inp["eta"], state, chunk_size=chunk)
+        outs.append(y)
+    y = torch.cat(outs, dim=1)
+    g = torch.Generator().manual_seed(1)
+    loss = sum((t * torch.randn(t.shape, generator=g)).sum() for t in [y, state.w_in, state.w_out])
+    return loss, y, state
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("T,chunk", [(7, 3), (33, 5)])
+def test_other_mlp_forms_chunk_matches_naive(form, T, chunk):
+    """Levels seeded from pretrained MLPs (GELU, ungated, static biases) take the segment path in chunk."""
+    inp = make_inputs(T)
+    g = torch.Generator().manual_seed(2)
+    inp.update({k: (0.3 * torch.randn(n, generator=g)).requires_grad_() for k, n in
+                (("b_gate", F), ("b_up", F), ("b_down", D))})
+    loss_n, y_n, st_n = run_form(cms_level_naive, inp, form, chunk)
+    loss_c, y_c, st_c = run_form(cms_level_chunk, inp, form, chunk, splits=(2,))
+    torch.testing.assert_close(y_c, y_n, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(st_c.w_in, st_n.w_in, rtol=1e-4, atol=1e-5)
+    assert st_c.act == form[0] and (st_c.b_in is None) == (not form[2])
+    if form[2]:  # biases are static: never stepped in context
+        torch.testing.assert_close(st_c.b_in, st_n.b_in, rtol=0, atol=0)
+    gn = torch.autograd.grad(loss_n, list(inp.values()), allow_unused=True, materialize_grads=True)
+    gc = torch.autograd.grad(loss_c, list(inp.values()), allow_unused=True, materialize_grads=True)
+    for name, a, b in zip(inp, gc, gn):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=lambda m: f"grad of {name}: {m}")  # noqa: B023
+
+
+@pytest.mark.parametrize("act", ["silu", "gelu", "gelu_tanh"])
+def test_activation_derivatives_match_autograd(act):
+    from hope.ops.common import activation, activation_grad, activation_grad2
+
+    x = torch.linspace(-5, 5, 101, dtype=torch.float64, requires_grad=True)
+    (d1,) = torch.autograd.grad(activation(x, act).sum(), x, create_graph=True)
+    (d2,) = torch.autograd.grad(d1.sum(), x)
+    torch.testing.assert_close(activation_grad(x, act), d1)
+    torch.testing.assert_close(activation_grad2(x, act), d2)

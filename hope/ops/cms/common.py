@@ -8,6 +8,12 @@ context every ``C`` tokens by a summed gradient step (paper Eq. 31, as fixed in 
 curvature of the summed step whatever the width, so the level does not diverge on long streams.
 
 The state keeps ``W_gate`` and ``W_up`` stacked as ``w_in = [W_gate; W_up]`` so one matmul serves both.
+
+Other MLP forms, so that a level can be seeded exactly from a pretrained model's MLP (ad-hoc level stacking,
+paper section 7.3): any activation of ``hope.ops.common.ACTIVATIONS`` for the gate, a plain (ungated) MLP
+``W_down s(W_up x + b_up) + b_down`` (GPT-2), and static biases (outer-trained, never updated in context).
+:func:`read_level` and :func:`level_grads` handle every form; the SwiGLU form without biases also has the
+whole-chunk fast path of ``chunk_loop.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from hope.ops.common import activation_grad
+from hope.ops.common import activation, activation_grad
 
 
 @dataclasses.dataclass
@@ -34,18 +40,34 @@ class CMSLevelState:
     g_in: Tensor | None = None
     g_out: Tensor | None = None
     offset: int = 0
+    b_in: Tensor | None = None  # static biases (``(2F,)`` or ``(F,)`` and ``(D,)``), shared by all sequences
+    b_out: Tensor | None = None
+    act: str = "silu"
+    gated: bool = True
 
     @classmethod
-    def from_weights(cls, w_gate: Tensor, w_up: Tensor, w_down: Tensor) -> CMSLevelState:
-        return cls(torch.cat([w_gate, w_up], dim=-2), w_down)
+    def from_weights(cls, w_gate: Tensor | None, w_up: Tensor, w_down: Tensor, b_gate: Tensor | None = None,
+                     b_up: Tensor | None = None, b_down: Tensor | None = None, act: str = "silu") -> CMSLevelState:
+        """A gated level (``w_gate`` given) or a plain one (``w_gate=None``); biases are all given or none."""
+        gated = w_gate is not None
+        b_in = None
+        if b_up is not None:
+            b_in = torch.cat([b_gate, b_up], dim=-1) if gated else b_up
+        w_in = torch.cat([w_gate, w_up], dim=-2) if gated else w_up
+        return cls(w_in, w_down, b_in=b_in, b_out=b_down, act=act, gated=gated)
 
     @property
-    def w_gate(self) -> Tensor:
-        return self.w_in[..., : self.w_out.shape[-1], :]
+    def is_swiglu(self) -> bool:
+        """The default form (gated SiLU, no biases), which has the whole-chunk fast path."""
+        return self.gated and self.act == "silu" and self.b_in is None and self.b_out is None
+
+    @property
+    def w_gate(self) -> Tensor | None:
+        return self.w_in[..., : self.w_out.shape[-1], :] if self.gated else None
 
     @property
     def w_up(self) -> Tensor:
-        return self.w_in[..., self.w_out.shape[-1] :, :]
+        return self.w_in[..., self.w_out.shape[-1] :, :] if self.gated else self.w_in
 
     @property
     def w_down(self) -> Tensor:
@@ -57,7 +79,8 @@ class CMSLevelState:
         def d(t: Tensor | None) -> Tensor | None:
             return None if t is None else t.detach()
 
-        return CMSLevelState(d(self.w_in), d(self.w_out), d(self.g_in), d(self.g_out), self.offset)
+        return dataclasses.replace(self, w_in=d(self.w_in), w_out=d(self.w_out), g_in=d(self.g_in),
+                                   g_out=d(self.g_out), b_in=d(self.b_in), b_out=d(self.b_out))
 
 
 def swiglu(w_gate: Tensor, w_up: Tensor, w_down: Tensor, x: Tensor) -> Tensor:
@@ -90,11 +113,43 @@ def assoc_grad_terms(keys: Tensor, residual: Tensor, w_out: Tensor, acts: tuple[
     return d_in, d_out, da, slope
 
 
+def read_level(state: CMSLevelState, x: Tensor) -> tuple[Tensor, tuple[Tensor, ...]]:
+    """The level's MLP at rows ``x`` in any form, and the activations :func:`level_grads` needs."""
+    if state.is_swiglu:
+        return fused_swiglu(state.w_in, state.w_out, x)
+    h = x @ state.w_in.transpose(-1, -2)
+    if state.b_in is not None:
+        h = h + state.b_in
+    if state.gated:
+        g, u = h.chunk(2, dim=-1)
+        a = activation(g, state.act) * u
+    else:
+        a = activation(h, state.act)
+    out = a @ state.w_out.transpose(-1, -2)
+    return (out if state.b_out is None else out + state.b_out), (h, a)
+
+
+def level_grads(state: CMSLevelState, keys: Tensor, residual: Tensor, acts: tuple[Tensor, ...]
+                ) -> tuple[Tensor, Tensor]:
+    """:func:`assoc_grads_from` for any form: gradients w.r.t. ``(w_in, w_out)`` (the biases are static)."""
+    if state.is_swiglu:
+        return assoc_grads_from(keys, residual, state.w_out, acts)
+    h, a = acts
+    d_out = residual.transpose(-1, -2) @ a
+    da = residual @ state.w_out
+    if state.gated:
+        g, u = h.chunk(2, dim=-1)
+        dh = torch.cat([da * u * activation_grad(g, state.act), da * activation(g, state.act)], dim=-1)
+    else:
+        dh = da * activation_grad(h, state.act)
+    return dh.transpose(-1, -2) @ keys, d_out
+
+
 def assoc_grads(state: CMSLevelState, keys: Tensor, values: Tensor) -> tuple[Tensor, Tensor]:
     """Gradients of ``sum_t 0.5 ||MLP(k_t) - v_t||^2`` w.r.t. ``(w_in, w_out)`` for ``keys``, ``values``
     ``(B, n, D)``, summed over tokens."""
-    pred, acts = fused_swiglu(state.w_in, state.w_out, keys)
-    return assoc_grads_from(keys, pred - values, state.w_out, acts)
+    pred, acts = read_level(state, keys)
+    return level_grads(state, keys, pred - values, acts)
 
 
 def accumulate(state: CMSLevelState, grads: tuple[Tensor, Tensor], n: int, eta: Tensor,
@@ -105,8 +160,9 @@ def accumulate(state: CMSLevelState, grads: tuple[Tensor, Tensor], n: int, eta: 
         d_in, d_out = state.g_in + d_in, state.g_out + d_out
     offset = (state.offset + n) % chunk_size
     if offset == 0:
-        return CMSLevelState(state.w_in - eta * d_in, state.w_out - eta * d_out, None, None, 0)
-    return CMSLevelState(state.w_in, state.w_out, d_in, d_out, offset)
+        return dataclasses.replace(state, w_in=state.w_in - eta * d_in, w_out=state.w_out - eta * d_out, g_in=None,
+                                   g_out=None, offset=0)
+    return dataclasses.replace(state, g_in=d_in, g_out=d_out, offset=offset)
 
 
 def check_level_inputs(x: Tensor, chunk_size: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hope.ops.cms.common import CMSLevelState, accumulate, assoc_grads, check_level_inputs, fused_swiglu
+from hope.ops.cms.common import CMSLevelState, accumulate, assoc_grads, check_level_inputs, read_level
 from hope.ops.common import l2norm
 
 
@@ -21,7 +21,7 @@ def cms_level_naive(
     keys, values = l2norm(x @ w_key.transpose(-1, -2)), l2norm(x @ w_value.transpose(-1, -2))
     outs = []
     for t in range(x.shape[1]):
-        outs.append(fused_swiglu(state.w_in, state.w_out, x[:, t : t + 1])[0])
+        outs.append(read_level(state, x[:, t : t + 1])[0])
         grads = assoc_grads(state, keys[:, t : t + 1], values[:, t : t + 1])
         state = accumulate(state, grads, 1, eta, chunk_size)
     return torch.cat(outs, dim=1), state
