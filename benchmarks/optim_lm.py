@@ -2,10 +2,11 @@
 
     python benchmarks/optim_lm.py                          # all names of hope.optim.NAMES, 200 steps each
     python benchmarks/optim_lm.py --names adamw,m3 --steps 50
+    python benchmarks/optim_lm.py --names sgd,assoc_momentum,dmgd --lr 1e-2   # another peak lr for all
 
 Each run is ``python train.py --config configs/tiny.yaml --set optimizer=NAME --set max_steps=STEPS`` in a
-subprocess (same data order, schedule and peak lr for every optimizer: the config's, 4e-4); the table is
-printed as markdown for ``docs/optimizers.md``.
+subprocess (same data order, schedule and peak lr for every optimizer: the config's, 4e-4, unless ``--lr``);
+the table is printed as markdown for ``docs/optimizers.md``.
 """
 
 from __future__ import annotations
@@ -25,9 +26,9 @@ from hope.training.config import load_run_config
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run(name: str, steps: int, config: str, out: Path) -> dict:
+def run(name: str, steps: int, config: str, out: Path, lr: float) -> dict:
     """One train.py run with optimizer ``name``; its ``result.json`` plus the wall time."""
-    sets = [f"optimizer={name}", f"max_steps={steps}", f"out_dir={out}", "resume=none", "sample_tokens=0",
+    sets = [f"optimizer={name}", f"max_steps={steps}", f"lr={lr}", f"out_dir={out}", "resume=none", "sample_tokens=0",
             "progress=false", "ckpt_every=0", "keep_last=1"]
     cmd = [sys.executable, "train.py", "--config", config, *[a for s in sets for a in ("--set", s)]]
     t = time.perf_counter()
@@ -45,16 +46,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--names", default=",".join(NAMES), help="comma-separated hope.optim names")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--config", default="configs/tiny.yaml")
+    p.add_argument("--lr", type=float, default=None, help="peak lr for every optimizer (default: the config's)")
     args = p.parse_args(argv)
-    lr = load_run_config(args.config)[1].lr
+    lr = args.lr if args.lr is not None else load_run_config(args.config)[1].lr
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.names.split(","):
-            res = run(name, args.steps, args.config, Path(tmp) / name)
+            res = run(name, args.steps, args.config, Path(tmp) / name, lr)
             print(f"{name}: {res}", file=sys.stderr, flush=True)
             rows.append((name, res))
     print(f"\n{args.config}, {args.steps} steps, peak lr {lr:g} for every optimizer "
-          f"(python benchmarks/optim_lm.py --steps {args.steps})\n")
+          f"(python benchmarks/optim_lm.py --names {args.names} --steps {args.steps} --lr {lr:g})\n")
     print("| optimizer | lr | held-out loss (nats/token) | held-out bits per byte | wall time |")
     print("|---|---|---|---|---|")
     for name, res in rows:
