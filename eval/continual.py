@@ -35,7 +35,8 @@ SWITCHES = {"frozen": {"eval_mode": "frozen"}, "persist": {"persist_cms": True},
 
 @dataclasses.dataclass
 class Profile:
-    """Sizes of one run. ``tasks``: how many tasks of the stream (None = all)."""
+    """Sizes of one run. ``tasks``: how many tasks of the stream (None = all); ``classes_per_task``: keep the
+    first classes of each task only (None = all; the smoke profile's way to stay small)."""
 
     tasks: int | None
     train_per_class: int | None
@@ -51,13 +52,15 @@ class Profile:
     buffer_size: int = 200
     cipher_train: int = 8
     cipher_test: int = 2
+    classes_per_task: int | None = None
 
 
 PROFILES = {
     "smoke": Profile(tasks=2, train_per_class=2, test_per_class=1, epochs=1, train_chunks=8, test_chunks=2,
                      general_chunks=2, buffer_size=16, cipher_train=2, cipher_test=1, max_context=24,
-                     chunk_bytes=32),
-    "quick": Profile(tasks=5, train_per_class=20, test_per_class=1, epochs=2, max_context=48),
+                     chunk_bytes=32, classes_per_task=3),
+    "quick": Profile(tasks=5, train_per_class=20, test_per_class=2, epochs=2, max_context=48, classes_per_task=5,
+                     train_chunks=100, test_chunks=12, general_chunks=12),
     "full": Profile(tasks=None, train_per_class=None, test_per_class=None, epochs=3, train_chunks=None,
                     test_chunks=200, general_chunks=200, buffer_size=1000, max_context=96),
 }
@@ -71,6 +74,7 @@ def build_stream(args: argparse.Namespace, prof: Profile, seed: int) -> Stream:
     if args.benchmark in ("clinc150", "banking77"):
         d = data.clinc150(args.data_dir) if args.benchmark == "clinc150" else data.banking77(args.data_dir)
         tasks = d["tasks"][: prof.tasks] if prof.tasks else d["tasks"]
+        tasks = [(n, cs[: prof.classes_per_task]) for n, cs in tasks]
         keep = {c for _, cs in tasks for c in cs}
         names = [d["labels"][c] for c in sorted(keep)]  # label space: the classes of the tasks in the stream
         remap = {c: i for i, c in enumerate(sorted(keep))}
@@ -93,9 +97,23 @@ def build_stream(args: argparse.Namespace, prof: Profile, seed: int) -> Stream:
                          prof.cipher_test, seed=seed)
 
 
+# two micro configurations (d=32, 2 layers) for smoke runs and tests, besides every preset of HopeConfig
+MICRO = {
+    "micro": dict(mixer="attention", dim=32, n_layers=2, n_heads=2, cms_hidden=64, cms_chunk_sizes=(None,)),
+    "micro-hope": dict(mixer="smt", dim=32, n_layers=2, n_heads=2, cms_hidden=64, cms_chunk_sizes=(4, 8, None),
+                       chunk_memory=4, chunk_other=8),
+}
+
+
+def model_config(name: str) -> HopeConfig:
+    if name in MICRO:
+        return HopeConfig(vocab_size=257, max_seq_len=1024, backend="chunk", **MICRO[name])
+    return HopeConfig.from_name(name, vocab_size=257, backend="chunk")
+
+
 def build_model(name: str, seed: int) -> HopeLM:
     torch.manual_seed(seed)
-    return HopeLM(HopeConfig.from_name(name, vocab_size=257, backend="chunk"))
+    return HopeLM(model_config(name))
 
 
 def parse_methods(spec: str) -> list[str]:
@@ -176,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     prof = PROFILES[args.profile]
     methods, models = parse_methods(args.methods), args.models.split(",")
     for m in models:
-        HopeConfig.from_name(m)  # unknown presets fail before any run
+        model_config(m)  # unknown presets fail before any run
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs, t0 = [], time.time()
