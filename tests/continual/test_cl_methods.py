@@ -74,6 +74,7 @@ def test_das_gate_gradient_and_unit_mask():
     (coef * g * (wr @ x)).sum().backward()
     assert gate_gradient(w, wr.grad).tolist() == pytest.approx(g.grad.tolist())
     assert mask_units(torch.ones(2, 2), torch.tensor([1.0, 0.5])).tolist() == [[0.0, 0.0], [0.5, 0.5]]
+    assert mask_units(torch.tensor(2.0), torch.tensor([0.25])).item() == 1.5  # a scalar parameter (e.g. eta)
 
 
 def test_reservoir_keeps_first_k_then_uniform():

@@ -27,6 +27,8 @@ def gate_gradient(weight: Tensor, grad: Tensor) -> Tensor:
 
 def mask_units(delta: Tensor, unit_importance: Tensor) -> Tensor:
     """``(1 - impt_u)`` applied to every entry of unit u's slice of the update."""
+    if delta.dim() == 0:  # a scalar parameter is one unit
+        return (1 - unit_importance.reshape(())) * delta
     shape = (-1,) + (1,) * (delta.dim() - 1)
     return (1 - unit_importance).reshape(shape) * delta
 
