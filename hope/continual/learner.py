@@ -196,7 +196,11 @@ class Learner:
         self.model.load_state_dict(snap["model"])
         self.optimizer.load_state_dict(clone_state(snap["optimizer"]))
         for a, v in snap["method"].items():
-            setattr(self, a, clone_state(v))
+            cur = getattr(self, a)
+            if isinstance(cur, nn.Module) and isinstance(v, nn.Module):
+                cur.load_state_dict(v.state_dict())  # in place: the optimizer may hold its parameters
+            else:
+                setattr(self, a, clone_state(v))
         torch.set_rng_state(snap["torch_rng"])
         self.rng.setstate(snap["rng"])
         self.steps, self.task_id = snap["steps"], snap["task_id"]

@@ -103,3 +103,19 @@ def test_positive_and_negative_controls():
     assert backward_transfer(joint.acc_matrix) >= -0.1, joint.acc_matrix
     assert backward_transfer(replay.acc_matrix) > backward_transfer(naive.acc_matrix) + 0.3, replay.acc_matrix
     assert naive.initial["acc"] == pytest.approx([1 / 16, 1 / 16], abs=0.2)  # random init: near chance
+
+
+def test_restore_keeps_optimized_modules_in_place():
+    """Adapters' parameters live in the method state; a restore must not orphan the optimizer's references."""
+    stream = small_stream()
+    learner = METHODS["adapters"](tiny_lm(), max_len=16)
+    proto = Protocol(stream, batch_size=4)
+    for exp_ in stream.experiences:
+        view = ExperienceView(exp_, len(stream))
+        learner.begin_task(view)
+        learner.observe(exp_.train[:4])
+        proto.evaluate_all(learner, seen_tasks=exp_.task_id + 1)
+    opt_params = {id(p) for g in learner.optimizer.param_groups for p in g["params"]}
+    assert opt_params == {id(p) for p in learner.adapters[0].parameters()}
+    with pytest.raises(ValueError, match="task id"):
+        learner.score([([256, 97], [98])])
