@@ -206,11 +206,13 @@ def main(argv: list[str] | None = None) -> int:
                 done = r.get("skipped") or f"done in {r['seconds']} s"
                 print(f"   {done}", flush=True)
                 runs.append(r)
+                (out / "runs.partial.json").write_text(json.dumps(runs))  # what is done, if the job stops
     add_metrics(runs)
     config = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "profile_sizes": dataclasses.asdict(prof), "torch": torch.__version__,
               "threads": torch.get_num_threads(), "seconds": round(time.time() - t0, 1)}
     (out / "results.json").write_text(json.dumps({"config": config, "runs": runs}, indent=1))
+    (out / "runs.partial.json").unlink(missing_ok=True)
     from eval.continual_report import write_report
 
     write_report(out, config, runs)
