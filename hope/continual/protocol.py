@@ -146,8 +146,9 @@ class Protocol:
                 rows[k].append(v)
             curves.append({"task": i, "name": exp.name, "loss_first": losses[0], "loss_last": losses[-1],
                            "steps": len(losses)})
-            self.log(f"task {i} ({exp.name}): {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
-                     + ", ".join(f"{k} {v[i]:.3f}" for k, v in scores.items() if not k.startswith("neg")))
+            self.log(f"task {i} ({exp.name}): {len(losses)} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}; "
+                     + ", ".join(f"{k} {v[i]:.3f} (tasks <= {i}: {sum(v[: i + 1]) / (i + 1):.3f})"
+                                 for k, v in scores.items() if not k.startswith("neg")))
         if general is not None:
             general.append(self.guarded(learner, lambda: self.general_bpb(learner))[0])
         return RunResult(self.stream.name, self.stream.kind, rows, initial,
