@@ -1,0 +1,116 @@
+"""``report.md`` (mean +- std over seeds per model and method) and PNG heat maps / forgetting curves for
+``eval.continual``'s runs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from hope.continual.metrics import METRIC_NAMES
+
+SHORT = {"average_accuracy": "ACC", "average_incremental_accuracy": "AIA", "bwt": "BWT", "fwt": "FWT",
+         "forgetting": "FM", "learning_accuracy": "LA", "intransigence": "Intr.", "retention_bpb": "dBPB(gen)"}
+
+
+def mean_std(xs: list[float]) -> tuple[float, float]:
+    m = sum(xs) / len(xs)
+    sd = math.sqrt(sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+    return m, sd
+
+
+def groups(runs: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in runs:
+        if "skipped" not in r:
+            out.setdefault((r["model"], r["method"]), []).append(r)
+    return out
+
+
+def table(runs: list[dict], key: str = "metrics") -> list[str]:
+    lines = ["| model | method | seeds | " + " | ".join(SHORT[m] for m in METRIC_NAMES) + " | s / run |",
+             "|---" * (len(METRIC_NAMES) + 4) + "|"]
+    for (model, method), rs in groups(runs).items():
+        cells = []
+        for m in METRIC_NAMES:
+            vals = [r[key][m] for r in rs if r.get(key) and r[key][m] is not None]
+            if not vals:
+                cells.append("-")
+                continue
+            mu, sd = mean_std(vals)
+            cells.append(f"{mu:.3f} +- {sd:.3f}")
+        secs = mean_std([r["seconds"] for r in rs])[0]
+        lines.append(f"| {model} | {method} | {len(rs)} | " + " | ".join(cells) + f" | {secs:.0f} |")
+    return lines
+
+
+def mean_matrix(rs: list[dict], key: str) -> list[list[float]]:
+    T = len(rs[0]["matrices"][key])
+    return [[sum(r["matrices"][key][i][j] for r in rs) / len(rs) for j in range(T)] for i in range(T)]
+
+
+def write_plots(out: Path, runs: list[dict]) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    g = groups(runs)
+    for model in dict.fromkeys(m for m, _ in g):
+        items = [(meth, rs) for (m, meth), rs in g.items() if m == model]
+        key = {"class": "acc_seen", "exact": "acc", "bpb": "bpb"}[items[0][1][0]["kind"]]
+        n = len(items)
+        fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False)
+        fig2, axes2 = plt.subplots(1, n, figsize=(3.2 * n, 3.0), squeeze=False, sharey=True)
+        for ax, ax2, (meth, rs) in zip(axes[0], axes2[0], items):
+            M = mean_matrix(rs, key)
+            im = ax.imshow(M, cmap="viridis" if key != "bpb" else "viridis_r", vmin=0 if key != "bpb" else None,
+                           vmax=1 if key != "bpb" else None)
+            ax.set_title(f"{meth} ({len(rs)} seeds)", fontsize=9)
+            ax.set_xlabel("evaluated task j")
+            ax.set_ylabel("trained through task i")
+            fig.colorbar(im, ax=ax, fraction=0.046)
+            for j in range(len(M)):
+                ax2.plot(range(j, len(M)), [M[i][j] for i in range(j, len(M))], marker="o", ms=3, label=f"task {j}")
+            ax2.set_title(meth, fontsize=9)
+            ax2.set_xlabel("trained through task i")
+        axes2[0][0].set_ylabel(key)
+        fig.suptitle(f"{model}: mean {key} matrix", fontsize=10)
+        fig2.suptitle(f"{model}: {key} of each task during the stream (forgetting curves)", fontsize=10)
+        for f, name in ((fig, f"heatmap_{model}.png"), (fig2, f"curves_{model}.png")):
+            f.tight_layout()
+            f.savefig(out / name, dpi=90)
+            plt.close(f)
+            files.append(name)
+    return files
+
+
+def write_report(out: Path, config: dict, runs: list[dict]) -> None:
+    kind = next((r["kind"] for r in runs if "skipped" not in r), None)
+    lines = [f"# Continual learning: {config['benchmark']} ({config['profile']} profile)", "",
+             f"Command: `python -m eval.continual --benchmark {config['benchmark']} --methods {config['methods']} "
+             f"--models {config['models']} --seeds {config['seeds']} --profile {config['profile']} --out "
+             f"{config['out']}`; torch {config['torch']}, {config['threads']} threads, {config['seconds']} s in all.",
+             "", "Mean +- std over seeds. ACC/AIA/LA: accuracy (higher is better); BWT < 0 is forgetting; FM is "
+             "Chaudhry's max-based forgetting; FWT against the random-init row; Intr.: joint run's diagonal minus "
+             "this one's (needs `joint` in --methods); dBPB(gen): general-corpus bits per byte after minus before.",
+             ""]
+    if kind == "bpb":
+        lines += ["Scores are -BPB per domain (so the signs above keep their meaning).", ""]
+    if kind == "class":
+        lines += ["## Labels seen so far", ""] + table(runs) + ["", "## All labels of the stream", ""]
+        lines += table(runs, "metrics_all_labels")
+    else:
+        lines += table(runs)
+    skipped = [r for r in runs if "skipped" in r]
+    if skipped:
+        lines += ["", "Skipped: " + "; ".join(f"{r['model']} / {r['method']}: {r['skipped']}" for r in skipped)]
+    flags = {r["method"]: r["flags"] for r in runs if "skipped" not in r}
+    lines += ["", "## Method flags", "", "| method | boundaries | task id at test | past data | eval mode |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {m} | {f['uses_boundaries']} | {f['uses_task_id']} | {f['sees_past_data']} | {f['eval_mode']}"
+              + (" +persist" if f["persist_cms"] else "") + (" +mf" if f["multi_frequency"] else "") + " |"
+              for m, f in flags.items()]
+    files = write_plots(out, runs) if kind else []
+    lines += [""] + [f"![{f}]({f})" for f in files]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
