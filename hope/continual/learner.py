@@ -22,11 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from eval.scoring import score_requests
 from hope.continual.hope_switches import cms_param_groups, frozen_in_context, write_back_cms
 from hope.continual.state import clone_state
 from hope.continual.stream import Example, ExperienceView
 from hope.optim import MultiFrequency
+from hope.scoring import score_requests
 
 EVAL_MODES = ("adaptive", "frozen")
 
