@@ -42,7 +42,7 @@ from torch import nn
 
 from hope.config import HopeConfig
 from hope.model import HopeLM
-from hope.training.tokenizer import Tokenizer, build_tokenizer, load_saved
+from hope.training.tokenizer import SPEC_FILE, Tokenizer, build_tokenizer, load_saved
 
 STEP_DIR = re.compile(r"^step_(\d+)$")
 # train config fields a resumed run must share with the checkpoint (others may change, e.g. max_steps)
@@ -188,16 +188,25 @@ def read_model_config(folder: Path) -> HopeConfig:
         raise CheckpointError(f"{folder}/config.json is not a valid HopeConfig ({e})") from None
 
 
+def _is_exported(path: Path) -> bool:
+    """A model folder that train.py did not write (``hope.hf`` save_pretrained, copied files): no manifest."""
+    return (path / "model.safetensors").is_file() and not (path / "manifest.json").exists() \
+        and not STEP_DIR.match(path.name)
+
+
+def _model_dir(path: str | Path) -> Path:
+    """An exported model folder as it is, else the checkpoint :func:`resolve_checkpoint` finds (unverified)."""
+    path = Path(path).expanduser()
+    return path if _is_exported(path) else resolve_checkpoint(path)
+
+
 def model_folder(path: str | Path) -> Path:
     """The folder holding the model of ``path``: a checkpoint (manifest verified for the model files), the
     latest checkpoint of a run directory, or any folder with ``model.safetensors`` + ``config.json``."""
-    path = Path(path).expanduser()
-    if (path / "model.safetensors").is_file() and not (path / "manifest.json").exists() \
-            and not STEP_DIR.match(path.name):
-        return path  # an exported model (hope.hf save_pretrained, or copied files)
-    ckpt = resolve_checkpoint(path)
-    verify_checkpoint(ckpt, files=("model.safetensors", "config.json"))
-    return ckpt
+    folder = _model_dir(path)
+    if not _is_exported(folder):
+        verify_checkpoint(folder, files=("model.safetensors", "config.json"))
+    return folder
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[HopeConfig, HopeLM]:
@@ -213,7 +222,9 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[Ho
 def recorded_tokenizer(path: str | Path) -> Tokenizer | None:
     """The tokenizer a model folder records: its saved copy (``hope_tokenizer.json``), else the spec in
     ``train_config.json`` (checkpoints written before tokenizers were saved), else None."""
-    folder = model_folder(path)
+    folder = _model_dir(path)
+    if not _is_exported(folder):  # the tokenizer files only (the weights are verified when loaded)
+        verify_checkpoint(folder, files=(SPEC_FILE, "tokenizer.json", "tokenizer_config.json", "train_config.json"))
     tok = load_saved(folder)
     if tok is None and (folder / "train_config.json").is_file():
         spec = json.loads((folder / "train_config.json").read_text()).get("tokenizer")
