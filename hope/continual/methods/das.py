@@ -15,8 +15,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hope.continual.learner import Learner, target_loss
-from hope.continual.methods.spg import zscore_importance
+from hope.continual.learner import target_loss
+from hope.continual.methods.spg import ImportanceMasking, zscore_importance
 from hope.continual.stream import ExperienceView
 
 
@@ -33,18 +33,9 @@ def mask_units(delta: Tensor, unit_importance: Tensor) -> Tensor:
     return (1 - unit_importance).reshape(shape) * delta
 
 
-class DAS(Learner):
+class DAS(ImportanceMasking):
     name = "das"
-    uses_boundaries = True
-    transforms_update = True
-    state_attrs = ("importance",)
-
-    def __init__(self, model, *, importance_batches: int = 8, **kw) -> None:
-        super().__init__(model, **kw)
-        self.importance_batches, self.importance = importance_batches, {}
-
-    def transform_update(self, deltas: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {n: mask_units(d, self.importance[n]) if n in self.importance else d for n, d in deltas.items()}
+    mask = staticmethod(mask_units)
 
     def end_task(self, view: ExperienceView) -> None:
         params = self.trainable()
@@ -62,5 +53,4 @@ class DAS(Learner):
                     gates[n] += gate_gradient(p.detach(), p.grad.detach()).reshape(-1)
         self.model.zero_grad(set_to_none=True)
         for n, g in gates.items():
-            imp = zscore_importance(g)
-            self.importance[n] = torch.maximum(self.importance[n], imp) if n in self.importance else imp
+            self.remember(n, zscore_importance(g))

@@ -32,18 +32,30 @@ def mask_update(delta: Tensor, importance: Tensor) -> Tensor:
     return (1 - importance) * delta
 
 
-class SPG(Learner):
-    name = "spg"
+class ImportanceMasking(Learner):
+    """Soft masks of the final update by importances accumulated over tasks (max); SPG and DAS differ in what a
+    unit is (``mask``) and how its importance is measured (``end_task``)."""
+
     uses_boundaries = True
     transforms_update = True
     state_attrs = ("importance",)
+    mask = staticmethod(mask_update)
 
     def __init__(self, model, *, importance_batches: int = 8, **kw) -> None:
         super().__init__(model, **kw)
         self.importance_batches, self.importance = importance_batches, {}
 
     def transform_update(self, deltas: dict[str, Tensor]) -> dict[str, Tensor]:
-        return {n: mask_update(d, self.importance[n]) if n in self.importance else d for n, d in deltas.items()}
+        return {n: self.mask(d, self.importance[n]) if n in self.importance else d for n, d in deltas.items()}
+
+    def remember(self, name: str, importance: Tensor) -> None:
+        """Accumulate a task's importance of parameter ``name`` by element-wise max."""
+        old = self.importance.get(name)
+        self.importance[name] = importance if old is None else torch.maximum(old, importance)
+
+
+class SPG(ImportanceMasking):
+    name = "spg"
 
     def end_task(self, view: ExperienceView) -> None:
         params = self.trainable()
@@ -56,6 +68,5 @@ class SPG(Learner):
             target_loss(logits, labels).backward()
         for n, p in params.items():
             g = p.grad.detach() if p.grad is not None else torch.zeros_like(p)
-            imp = zscore_importance(g)
-            self.importance[n] = torch.maximum(self.importance[n], imp) if n in self.importance else imp
+            self.remember(n, zscore_importance(g))
         self.model.zero_grad(set_to_none=True)
