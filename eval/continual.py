@@ -59,11 +59,29 @@ PROFILES = {
     "smoke": Profile(tasks=2, train_per_class=2, test_per_class=1, epochs=1, train_chunks=8, test_chunks=2,
                      general_chunks=2, buffer_size=16, cipher_train=2, cipher_test=1, max_context=24,
                      chunk_bytes=32, classes_per_task=3),
-    "quick": Profile(tasks=5, train_per_class=20, test_per_class=2, epochs=2, max_context=48, classes_per_task=5,
+    "quick": Profile(tasks=5, train_per_class=40, test_per_class=4, epochs=3, max_context=48, classes_per_task=5,
                      train_chunks=100, test_chunks=12, general_chunks=12),
     "full": Profile(tasks=None, train_per_class=None, test_per_class=None, epochs=3, train_chunks=None,
                     test_chunks=200, general_chunks=200, buffer_size=1000, max_context=96),
 }
+
+
+def apply_overrides(prof: Profile, sets: list[str]) -> Profile:
+    """``prof`` with ``FIELD=VALUE`` overrides (ints, floats or ``none``); an unknown field is an error."""
+    fields = {f.name: f for f in dataclasses.fields(Profile)}
+    changes = {}
+    for item in sets:
+        name, sep, value = item.partition("=")
+        if not sep or name not in fields:
+            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {', '.join(fields)}")
+        if value.lower() == "none":
+            changes[name] = None
+        else:
+            try:
+                changes[name] = float(value) if name == "lr" else int(value)
+            except ValueError:
+                raise SystemExit(f"--set {item!r}: {name} takes {'a float' if name == 'lr' else 'an int'}") from None
+    return dataclasses.replace(prof, **changes)
 
 
 def build_stream(args: argparse.Namespace, prof: Profile, seed: int) -> Stream:
@@ -188,10 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cipher-shared", type=float, default=0.0, help="task similarity: fraction of shared letters")
     p.add_argument("--max-len", type=int, default=256)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a field of the profile, e.g. --set epochs=5 (repeatable; see Profile)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    prof = PROFILES[args.profile]
+    prof = apply_overrides(PROFILES[args.profile], args.set)
     methods, models = parse_methods(args.methods), args.models.split(",")
     for m in models:
         model_config(m)  # unknown presets fail before any run

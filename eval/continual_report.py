@@ -1,9 +1,12 @@
 """``report.md`` (mean +- std over seeds per model and method) and PNG heat maps / forgetting curves for
-``eval.continual``'s runs."""
+``eval.continual``'s runs; ``python -m eval.continual_report DIR... --out DIR`` merges result folders."""
 
 from __future__ import annotations
 
+import argparse
+import json
 import math
+import sys
 from pathlib import Path
 
 from hope.continual.metrics import METRIC_NAMES
@@ -87,10 +90,14 @@ def write_plots(out: Path, runs: list[dict]) -> list[str]:
 
 def write_report(out: Path, config: dict, runs: list[dict]) -> None:
     kind = next((r["kind"] for r in runs if "skipped" not in r), None)
+    sets = "".join(f" --set {x}" for x in config.get("set", []))
     lines = [f"# Continual learning: {config['benchmark']} ({config['profile']} profile)", "",
              f"Command: `python -m eval.continual --benchmark {config['benchmark']} --methods {config['methods']} "
              f"--models {config['models']} --seeds {config['seeds']} --profile {config['profile']} --out "
-             f"{config['out']}`; torch {config['torch']}, {config['threads']} threads, {config['seconds']} s in all.",
+             f"{config['out']}{sets}`; torch {config['torch']}, "
+             f"{config['threads']} threads, {config['seconds']} s in all."
+             + (f" Merged from {', '.join(config['merged_from'])} by `python -m eval.continual_report`."
+                if config.get("merged_from") else ""),
              "", "Mean +- std over seeds. ACC/AIA/LA: accuracy (higher is better); BWT < 0 is forgetting; FM is "
              "Chaudhry's max-based forgetting; FWT against the random-init row; Intr.: joint run's diagonal minus "
              "this one's (needs `joint` in --methods); dBPB(gen): general-corpus bits per byte after minus before.",
@@ -114,3 +121,41 @@ def write_report(out: Path, config: dict, runs: list[dict]) -> None:
     files = write_plots(out, runs) if kind else []
     lines += [""] + [f"![{f}]({f})" for f in files]
     (out / "report.md").write_text("\n".join(lines) + "\n")
+
+
+def merge(dirs: list[Path], out: Path) -> None:
+    """One report from several ``eval.continual`` result folders of the same benchmark and profile (e.g. one
+    job per model run in parallel); metrics are recomputed over the merged runs (intransigence may then find
+    a ``joint`` run of another folder)."""
+    from eval.continual import add_metrics
+
+    results = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
+    configs = [r["config"] for r in results]
+    for key in ("benchmark", "profile", "profile_sizes"):
+        values = {json.dumps(c[key], sort_keys=True) for c in configs}
+        if len(values) > 1:
+            raise SystemExit(f"cannot merge runs with different {key}: {sorted(values)}")
+    runs = [run for r in results for run in r["runs"]]
+    add_metrics(runs)
+    join = lambda k: ",".join(dict.fromkeys(x for c in configs for x in str(c[k]).split(",")))  # noqa: E731
+    config = {**configs[0], "models": join("models"), "methods": join("methods"), "out": str(out),
+              "seeds": max(c["seeds"] for c in configs), "seconds": sum(c["seconds"] for c in configs),
+              "merged_from": [str(d) for d in dirs]}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps({"config": config, "runs": runs}, indent=1))
+    write_report(out, config, runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Merge eval.continual result folders into one results.json and "
+                                            "report.md.")
+    p.add_argument("dirs", nargs="+", type=Path, help="folders holding a results.json")
+    p.add_argument("--out", type=Path, required=True)
+    args = p.parse_args(argv)
+    merge(args.dirs, args.out)
+    print(f"wrote {args.out / 'results.json'}, {args.out / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,9 +23,8 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from hope.attention import KVCache
 from hope.config import HopeConfig
-from hope.model import HopeLM
+from hope.model import HopeLM, select_state
 from hope.training.checkpoint import load_model, load_tokenizer, recorded_tokenizer
 
 try:
@@ -61,49 +60,6 @@ class HopeHFConfig(PreTrainedConfig):
 
     def to_hope_config(self) -> HopeConfig:
         return HopeConfig.from_dict({k: getattr(self, k) for k in _FIELDS})
-
-
-def _select_rows(x: Tensor | None, idx: Tensor, dim: int) -> Tensor | None:
-    return None if x is None else x.index_select(dim, idx.to(x.device))
-
-
-def select_state(state: Any, idx: Tensor) -> Any:
-    """The recurrent state of batch rows ``idx`` (beam search reorders the cache with it). Knows the layouts
-    of ``TitansState`` (batch axis 0 of the conv cache, just before the head axis in memories),
-    ``CMSLevelState`` (batch axis 0 once per sequence, none before the first update) and ``KVCache``."""
-    if state is None or isinstance(state, int | float):
-        return state
-    if isinstance(state, list | tuple):
-        return type(state)(select_state(s, idx) for s in state)
-    if isinstance(state, KVCache):
-        return KVCache(_select_rows(state.k, idx, 0), _select_rows(state.v, idx, 0))
-    name = type(state).__name__
-    if name == "TitansState":
-        return dataclasses.replace(
-            state,
-            conv=_select_rows(state.conv, idx, 0),
-            mem=select_state(state.mem, idx),
-            kv=select_state(state.kv, idx),
-        )
-    if name == "MemoryState":  # batch axis just before the head axis: dim -4 of (..., B, H, d, h)
-        return dataclasses.replace(
-            state,
-            **{
-                f: _select_rows(getattr(state, f), idx, getattr(state, f).dim() - 4)
-                for f in ("w1", "w2", "a1", "a2", "v1", "v2")
-                if getattr(state, f) is not None
-            },
-        )
-    if name == "CMSLevelState":
-        return dataclasses.replace(
-            state,
-            **{
-                f: _select_rows(getattr(state, f), idx, 0)
-                for f in ("w_in", "w_out", "g_in", "g_out")
-                if getattr(state, f) is not None and getattr(state, f).dim() == 3
-            },
-        )
-    raise TypeError(f"select_state does not know the state type {name}")
 
 
 class HopeCache:

@@ -14,10 +14,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from hope.attention import CausalSelfAttention
+from hope.attention import CausalSelfAttention, KVCache
 from hope.cms import CMSLevel, ContinuumMemorySystem
 from hope.config import HopeConfig
-from hope.titans import SelfModifyingTitans
+from hope.ops.cms.common import CMSLevelState
+from hope.ops.dgd.common import MemoryState
+from hope.titans import SelfModifyingTitans, TitansState
 
 
 @dataclasses.dataclass
@@ -36,6 +38,35 @@ def detach_state(state):
     if isinstance(state, list | tuple):
         return type(state)(detach_state(s) for s in state)
     return state.detach()
+
+
+def _select_rows(x: Tensor | None, idx: Tensor, dim: int) -> Tensor | None:
+    return None if x is None else x.index_select(dim, idx.to(x.device))
+
+
+def select_state(state, idx: Tensor):
+    """The recurrent state of batch rows ``idx`` (repeats allowed: beam search, or one context continued by
+    several continuations). Knows the layouts of :class:`KVCache` (batch axis 0), ``TitansState`` (axis 0 of
+    the conv cache, just before the head axis in the memories) and ``CMSLevelState`` (axis 0 once per
+    sequence, none before the first update)."""
+    if state is None or isinstance(state, int | float):
+        return state
+    if isinstance(state, list | tuple):
+        return type(state)(select_state(s, idx) for s in state)
+    if isinstance(state, KVCache):
+        return KVCache(_select_rows(state.k, idx, 0), _select_rows(state.v, idx, 0))
+    if isinstance(state, TitansState):
+        return dataclasses.replace(state, conv=_select_rows(state.conv, idx, 0), mem=select_state(state.mem, idx),
+                                   kv=select_state(state.kv, idx))
+    if isinstance(state, MemoryState):  # batch axis just before the head axis: dim -4 of (..., B, H, d, h)
+        return dataclasses.replace(state, **{f: _select_rows(getattr(state, f), idx, getattr(state, f).dim() - 4)
+                                             for f in ("w1", "w2", "a1", "a2", "v1", "v2")
+                                             if getattr(state, f) is not None})
+    if isinstance(state, CMSLevelState):
+        return dataclasses.replace(state, **{f: _select_rows(getattr(state, f), idx, 0)
+                                             for f in ("w_in", "w_out", "g_in", "g_out")
+                                             if getattr(state, f) is not None and getattr(state, f).dim() == 3})
+    raise TypeError(f"select_state does not know the state type {type(state).__name__}")
 
 
 class HopeBlock(nn.Module):

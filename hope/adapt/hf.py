@@ -18,12 +18,11 @@ from transformers import AutoConfig, AutoModelForCausalLM, DynamicCache
 
 from hope.adapt.mlp import CMSMLP, AdaptSpec, install
 from hope.adapt.trainable import set_trainable
+from hope.model import select_state
 
 
 def _select(state: Any, idx: torch.Tensor) -> Any:
-    from hope.hf import select_state  # knows the CMSLevelState layout (batch axis 0 once per sequence)
-
-    return select_state(state, idx)
+    return select_state(state, idx)  # knows the CMSLevelState layout (batch axis 0 once per sequence)
 
 
 class CMSCache(DynamicCache):

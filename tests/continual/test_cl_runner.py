@@ -64,3 +64,41 @@ def test_runner_rejects_unknown_methods(tmp_path):
         main(["--benchmark", "cipher", "--methods", "nope", "--out", str(tmp_path)])
     with pytest.raises(SystemExit, match="unknown switch"):
         main(["--benchmark", "cipher", "--methods", "naive+fast", "--out", str(tmp_path)])
+
+
+def test_profile_overrides_are_checked_and_recorded(tmp_path):
+    from eval.continual import PROFILES, apply_overrides
+
+    prof = apply_overrides(PROFILES["quick"], ["epochs=5", "lr=3e-4", "tasks=none"])
+    assert (prof.epochs, prof.lr, prof.tasks) == (5, 3e-4, None) and PROFILES["quick"].epochs == 3
+    with pytest.raises(SystemExit, match="FIELD one of"):
+        apply_overrides(PROFILES["quick"], ["epoch=5"])
+    with pytest.raises(SystemExit, match="takes an int"):
+        apply_overrides(PROFILES["quick"], ["epochs=two"])
+
+
+@needs_data
+def test_merged_report_equals_one_run_of_both_models(tmp_path):
+    """Two jobs (one model each) merged give the runs, metrics and table rows of one job over both models."""
+    common = ["--benchmark", "clinc150", "--methods", "naive", "--seeds", "1", "--profile", "smoke", "--max-len",
+              "64", "--set", "epochs=2"]
+    for m in ("micro", "micro-hope"):
+        assert main(common + ["--models", m, "--out", str(tmp_path / m)]) == 0
+    from eval.continual_report import main as report_main
+
+    assert report_main([str(tmp_path / "micro"), str(tmp_path / "micro-hope"), "--out", str(tmp_path / "all")]) == 0
+    merged = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert [r["model"] for r in merged["runs"]] == ["micro", "micro-hope"]
+    for r in merged["runs"]:
+        one = json.loads((tmp_path / r["model"] / "results.json").read_text())["runs"][0]
+        assert r["acc_matrix"] == one["acc_matrix"] and r["metrics"] == one["metrics"]
+    report = (tmp_path / "all" / "report.md").read_text()
+    assert "| micro | naive | 1 |" in report and "| micro-hope | naive | 1 |" in report
+    assert "--set epochs=2" in report and "Merged from" in report
+    assert merged["config"]["profile_sizes"]["epochs"] == 2
+    (tmp_path / "other").mkdir()
+    other = json.loads((tmp_path / "micro" / "results.json").read_text())
+    other["config"]["profile"] = "quick"
+    (tmp_path / "other" / "results.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="different profile"):
+        report_main([str(tmp_path / "micro"), str(tmp_path / "other"), "--out", str(tmp_path / "bad")])
