@@ -218,6 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     runs, t0 = [], time.time()
+    config = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+              "profile_sizes": dataclasses.asdict(prof), "torch": torch.__version__,
+              "threads": torch.get_num_threads()}
     for model_name in models:
         for method in methods:
             for seed in range(args.seeds):
@@ -226,11 +229,10 @@ def main(argv: list[str] | None = None) -> int:
                 done = r.get("skipped") or f"done in {r['seconds']} s"
                 print(f"   {done}", flush=True)
                 runs.append(r)
-                (out / "runs.partial.json").write_text(json.dumps(runs))  # what is done, if the job stops
+                partial = {"config": {**config, "seconds": round(time.time() - t0, 1)}, "runs": runs}
+                (out / "runs.partial.json").write_text(json.dumps(partial))  # what is done, if the job stops
     add_metrics(runs)
-    config = {**{k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-              "profile_sizes": dataclasses.asdict(prof), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "seconds": round(time.time() - t0, 1)}
+    config["seconds"] = round(time.time() - t0, 1)
     (out / "results.json").write_text(json.dumps({"config": config, "runs": runs}, indent=1))
     (out / "runs.partial.json").unlink(missing_ok=True)
     from eval.continual_report import write_report

@@ -126,10 +126,18 @@ def write_report(out: Path, config: dict, runs: list[dict]) -> None:
 def merge(dirs: list[Path], out: Path) -> None:
     """One report from several ``eval.continual`` result folders of the same benchmark and profile (e.g. one
     job per model run in parallel); metrics are recomputed over the merged runs (intransigence may then find
-    a ``joint`` run of another folder)."""
+    a ``joint`` run of another folder). A folder of a stopped job contributes the runs of its
+    ``runs.partial.json``, and the report says so."""
     from eval.continual import add_metrics
 
-    results = [json.loads((Path(d) / "results.json").read_text()) for d in dirs]
+    results = []
+    for d in map(Path, dirs):
+        done, partial = d / "results.json", d / "runs.partial.json"
+        if not done.exists() and not partial.exists():
+            raise SystemExit(f"{d} holds neither results.json nor runs.partial.json")
+        results.append(json.loads((done if done.exists() else partial).read_text()))
+        if not done.exists():
+            results[-1]["config"]["partial"] = True  # a stopped job: the runs it finished
     configs = [r["config"] for r in results]
     for key in ("benchmark", "profile", "profile_sizes"):
         values = {json.dumps(c[key], sort_keys=True) for c in configs}
@@ -140,7 +148,8 @@ def merge(dirs: list[Path], out: Path) -> None:
     join = lambda k: ",".join(dict.fromkeys(x for c in configs for x in str(c[k]).split(",")))  # noqa: E731
     config = {**configs[0], "models": join("models"), "methods": join("methods"), "out": str(out),
               "seeds": max(c["seeds"] for c in configs), "seconds": sum(c["seconds"] for c in configs),
-              "merged_from": [str(d) for d in dirs]}
+              "merged_from": [str(d) + (" (stopped early: its finished runs)" if c.get("partial") else "")
+                              for d, c in zip(dirs, configs)]}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps({"config": config, "runs": runs}, indent=1))
     write_report(out, config, runs)

@@ -96,6 +96,15 @@ def test_merged_report_equals_one_run_of_both_models(tmp_path):
     assert "| micro | naive | 1 |" in report and "| micro-hope | naive | 1 |" in report
     assert "--set epochs=2" in report and "Merged from" in report
     assert merged["config"]["profile_sizes"]["epochs"] == 2
+    stopped = json.loads((tmp_path / "micro-hope" / "results.json").read_text())  # a job stopped after its run
+    for r in stopped["runs"]:
+        r.pop("metrics")
+    (tmp_path / "micro-hope" / "results.json").unlink()
+    (tmp_path / "micro-hope" / "runs.partial.json").write_text(json.dumps(stopped))
+    assert report_main([str(tmp_path / "micro"), str(tmp_path / "micro-hope"), "--out", str(tmp_path / "p")]) == 0
+    again = json.loads((tmp_path / "p" / "results.json").read_text())
+    assert again["runs"][1]["metrics"] == merged["runs"][1]["metrics"]
+    assert "stopped early" in (tmp_path / "p" / "report.md").read_text()
     (tmp_path / "other").mkdir()
     other = json.loads((tmp_path / "micro" / "results.json").read_text())
     other["config"]["profile"] = "quick"
