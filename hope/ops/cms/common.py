@@ -73,6 +73,12 @@ class CMSLevelState:
     def w_down(self) -> Tensor:
         return self.w_out
 
+    def detach_sums(self) -> CMSLevelState:
+        """The partial-chunk gradient sum as a constant (the first-order outer gradient); weights unchanged."""
+        if self.g_in is None:
+            return self
+        return dataclasses.replace(self, g_in=self.g_in.detach(), g_out=self.g_out.detach())
+
     def detach(self) -> CMSLevelState:
         """The same state cut from the autograd graph."""
 
