@@ -3,17 +3,20 @@ this machine's measured matmul peak, all in one run; and the analytic table of e
 
     python benchmarks/flops.py                          # tiny presets at B=4, T=512 and 2048; table of presets
     python benchmarks/flops.py --first-order            # also tiny with cms_first_order=True
+    python benchmarks/flops.py --presets tiny --compile --seq-lens 2048 --skip-table   # eager vs HOPE_COMPILE_CHUNKS=1
     python benchmarks/flops.py --seq-lens 512 --steps 3 --threads 2 --skip-table
 
 Achieved GFLOP/s = analytic matmul FLOPs per token (forward + backward; the AdamW step and elementwise work are
-not counted) x measured tokens/s of a training step (forward, backward, AdamW on random tokens, fp32). The peak
-is a 1024 x 1024 fp32 matmul timed in the same process, its bursts interleaved with the models' steps so that
-load from other processes hits them alike; each figure is a median over steps.
+not counted; attention dense as ``FlopCounterMode`` counts it, and in the last column over the causal pairs
+only, the work a causal kernel needs) x measured tokens/s of a training step (forward, backward, AdamW on random
+tokens, fp32). The peak is a 1024 x 1024 fp32 matmul timed in the same process, its bursts interleaved with the
+models' steps so that load from other processes hits them alike; each figure is a median over steps.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import time
@@ -23,6 +26,7 @@ import torch
 from hope import HopeConfig, HopeLM
 from hope.config import PRESETS
 from hope.flops import flops_per_token, memory_per_sequence, total_flops_per_token
+from hope.ops.common import COMPILE_ENV
 
 TINY = ["tiny", "titans-tiny", "hope-attention-tiny", "transformer-tiny"]
 GIB = 2**30
@@ -38,17 +42,19 @@ def matmul_seconds(n: int = 1024, reps: int = 10) -> float:
 
 
 def measure(configs: dict[str, HopeConfig], batch: int, seq_len: int, steps: int, warmup: int):
-    """Median training-step seconds of each config and the median matmul peak (GFLOP/s), interleaved."""
+    """Median training-step seconds of each config and the median matmul peak (GFLOP/s), interleaved. A label
+    ending in ``+ compile`` runs with ``HOPE_COMPILE_CHUNKS=1`` (its compilation falls in the warm-up)."""
     runs = []
-    for cfg in configs.values():
+    for label, cfg in configs.items():
         torch.manual_seed(0)
         model = HopeLM(cfg)
         runs.append((model, torch.optim.AdamW(model.parameters(), lr=4e-4),
-                     torch.randint(0, cfg.vocab_size, (batch, seq_len))))
+                     torch.randint(0, cfg.vocab_size, (batch, seq_len)), label.endswith("+ compile")))
     times, peaks = [[] for _ in runs], []
     matmul_seconds()
     for i in range(warmup + steps):
-        for (model, opt, x), ts in zip(runs, times):
+        for (model, opt, x, compiled), ts in zip(runs, times):
+            os.environ[COMPILE_ENV] = "1" if compiled else "0"
             t = time.perf_counter()
             model(x, labels=x).loss.backward()
             opt.step()
@@ -63,18 +69,21 @@ def speed_table(configs: dict[str, HopeConfig], batch: int, seq_lens: list[int],
     print(f"Training step (forward, backward, AdamW), B={batch}, fp32, {torch.get_num_threads()} threads, "
           f"{platform.machine()}, torch {torch.__version__}; median of {steps} steps after {warmup} warm-up")
     print("| T | model | MFLOP / token (fwd + bwd) | tokens/s | achieved GFLOP/s | % of peak | "
-          "efficiency / Transformer++'s |")
-    print("|---|---|---|---|---|---|---|")
+          "efficiency / Transformer++'s | the same, causal attention counted |")
+    print("|---|---|---|---|---|---|---|---|")
     for T in seq_lens:
         secs, peak = measure(configs, batch, T, steps, warmup)
-        works = {label: total_flops_per_token(cfg, T).total for label, cfg in configs.items()}
-        rates = {label: works[label] * batch * T / s / 1e9 for label, s in zip(configs, secs)}
-        base = rates.get("transformer-tiny")
-        for label, s in zip(configs, secs):
+        rates, causal = {}, {}
+        for (label, cfg), s in zip(configs.items(), secs):
+            rates[label] = total_flops_per_token(cfg, T).total * batch * T / s / 1e9
+            causal[label] = total_flops_per_token(cfg, T, causal=True).total * batch * T / s / 1e9
+        base, base_c = rates.get("transformer-tiny"), causal.get("transformer-tiny")
+        for (label, cfg), s in zip(configs.items(), secs):
             ratio = f"{rates[label] / base:.2f}" if base else "-"
-            print(f"| {T} | {label} | {works[label] / 1e6:.1f} | {batch * T / s:,.0f} | {rates[label]:.1f} | "
-                  f"{100 * rates[label] / peak:.0f}% | {ratio} |")
-        print(f"| {T} | 1024x1024 fp32 matmul (peak, same run) | | | {peak:.1f} | 100% | |")
+            ratio_c = f"{causal[label] / base_c:.2f} ({100 * causal[label] / peak:.0f}% of peak)" if base_c else "-"
+            print(f"| {T} | {label} | {total_flops_per_token(cfg, T).total / 1e6:.1f} | {batch * T / s:,.0f} | "
+                  f"{rates[label]:.1f} | {100 * rates[label] / peak:.0f}% | {ratio} | {ratio_c} |")
+        print(f"| {T} | 1024x1024 fp32 matmul (peak, same run) | | | {peak:.1f} | 100% | | |")
 
 
 def preset_table(seq_len: int) -> None:
@@ -99,6 +108,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=TINY)
     parser.add_argument("--first-order", action="store_true", help="also time tiny with cms_first_order=True")
+    parser.add_argument("--compile", action="store_true", help=f"also time each in-context-CMS model with "
+                        f"{COMPILE_ENV}=1 (torch.compile of the CMS per-chunk functions)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq-lens", nargs="+", type=int, default=[512, 2048])
     parser.add_argument("--steps", type=int, default=3)
@@ -112,6 +123,9 @@ def main() -> None:
     configs = {name: HopeConfig.from_name(name, backend="chunk") for name in args.presets}
     if args.first_order:
         configs["tiny (cms_first_order)"] = HopeConfig.from_name("tiny", backend="chunk", cms_first_order=True)
+    if args.compile:  # the CMS chunk loop compiled: only models with in-context levels change
+        configs.update({f"{label} + compile": cfg for label, cfg in list(configs.items())
+                        if any(c is not None for c in cfg.cms_chunk_sizes)})
     if not args.skip_speed:
         speed_table(configs, args.batch, args.seq_lens, args.steps, args.warmup)
     if not args.skip_table:

@@ -109,13 +109,18 @@ def cms_level_flops(dim: int, hidden: int, chunk_size: int | None, seq_len: int,
     return proj + whole * full + part * tail
 
 
-def flops_per_token(cfg: HopeConfig, seq_len: int) -> dict[str, Flops]:
-    """Matmul FLOPs per token of a training step's forward and backward, by part of the model."""
+def flops_per_token(cfg: HopeConfig, seq_len: int, causal: bool = False) -> dict[str, Flops]:
+    """Matmul FLOPs per token of a training step's forward and backward, by part of the model.
+
+    ``causal=True`` counts attention's score and value products over the ``T (T + 1) / 2`` causal pairs only
+    (the useful work, which a causal flash kernel comes close to); the default counts them dense, as
+    ``FlopCounterMode`` does."""
     D, H, d, h, L = cfg.dim, cfg.n_heads, cfg.head_dim, cfg.memory_hidden, cfg.n_layers
     parts: dict[str, Flops] = {"lm_head": dense(D, cfg.vocab_size)}
     if cfg.mixer == "attention":
         parts["mixer projections"] = (dense(D, 3 * D) + dense(D, D)) * L
-        parts["attention"] = Flops(4 * seq_len * D, 10 * seq_len * D) * L
+        pairs = (seq_len + 1) / 2 if causal else seq_len  # keys per query
+        parts["attention"] = Flops(4 * pairs * D, 10 * pairs * D) * L
     else:
         conv = dense(3 * D, cfg.conv_size)  # depthwise: 2 K flops per channel and token
         parts["mixer projections"] = (dense(D, 3 * D) + dense(D, 3 * H) + dense(D, D) * 2 + conv) * L
@@ -133,9 +138,9 @@ def flops_per_token(cfg: HopeConfig, seq_len: int) -> dict[str, Flops]:
     return parts
 
 
-def total_flops_per_token(cfg: HopeConfig, seq_len: int) -> Flops:
+def total_flops_per_token(cfg: HopeConfig, seq_len: int, causal: bool = False) -> Flops:
     """The sum of :func:`flops_per_token`."""
-    return sum(flops_per_token(cfg, seq_len).values(), Flops())
+    return sum(flops_per_token(cfg, seq_len, causal).values(), Flops())
 
 
 def counter_formulas() -> dict:

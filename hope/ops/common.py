@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+#: ``HOPE_COMPILE_CHUNKS=1`` runs the per-chunk functions of the CMS chunk loop through ``torch.compile``
+#: (opt-in; one graph per input shape, compiled on first use and cached by torch).
+COMPILE_ENV = "HOPE_COMPILE_CHUNKS"
+
+
+@functools.cache
+def _compiled(fn):
+    return torch.compile(fn, dynamic=False)
+
+
+def chunk_fn(fn):
+    """``fn``, or its ``torch.compile`` d version when ``HOPE_COMPILE_CHUNKS=1`` (read at each call)."""
+    return _compiled(fn) if os.environ.get(COMPILE_ENV) == "1" else fn
 
 
 def segments(length: int, offset: int, chunk_size: int) -> list[tuple[int, int]]:

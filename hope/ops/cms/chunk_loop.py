@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from hope.ops.cms.common import assoc_grad_terms, fused_swiglu
-from hope.ops.common import activation_grad, activation_grad2
+from hope.ops.common import activation_grad, activation_grad2, chunk_fn
 
 
 def _level_chunk(w_in: Tensor, w_out: Tensor, rows: Tensor, v: Tensor, eta: Tensor, first_order: bool = False):
@@ -90,9 +90,10 @@ class LevelChunks(torch.autograd.Function):
     @staticmethod
     def forward(ctx, first_order, rows, values, eta, w_in, w_out):
         ys, starts, saved = [], [], []
+        step = chunk_fn(_level_chunk)
         for rj, vj in zip(rows.unbind(1), values.unbind(1)):
             starts.append((w_in, w_out))
-            y, w_in, w_out, s = _level_chunk(w_in, w_out, rj, vj, eta, first_order)
+            y, w_in, w_out, s = step(w_in, w_out, rj, vj, eta, first_order)
             ys.append(y)
             saved.append(s)
         ctx.first_order = first_order
@@ -104,7 +105,7 @@ class LevelChunks(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_y, g_win, g_wout):
         g_rows, g_v, g_eta = [], [], 0
-        vjp = _level_chunk_vjp_first_order if ctx.first_order else _level_chunk_vjp
+        vjp = chunk_fn(_level_chunk_vjp_first_order if ctx.first_order else _level_chunk_vjp)
         for j in reversed(range(len(ctx.saved))):
             w_in, w_out = ctx.starts[j]
             gr, gv, ge, g_win, g_wout = vjp(w_in, w_out, ctx.rows[j], ctx.eta, ctx.saved[j], g_y[:, j], g_win, g_wout)
