@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from hope.ops.cms.common import assoc_grad_terms, fused_swiglu
-from hope.ops.common import activation_grad, activation_grad2, chunk_fn
+from hope.ops.common import chunk_fn, silu_grad, silu_grad2
 
 
 def _level_chunk(w_in: Tensor, w_out: Tensor, rows: Tensor, v: Tensor, eta: Tensor, first_order: bool = False):
@@ -52,14 +52,14 @@ def _level_chunk_vjp(w_in, w_out, rows, eta, saved, g_y, g_win_next, g_wout_next
     g_gate, g_up = g_p.chunk(2, dim=-1)
     g_da = g_gate * uk * slope + g_up * gk_ * sigk
     g_uk = g_gate * da * slope
-    g_gk = (g_gate * uk * activation_grad2(gk_, "silu") + g_up * slope) * da
+    g_gk = (g_gate * uk * silu_grad2(gk_, sigk) + g_up * slope) * da
     g_res = g_da @ w_out.transpose(-1, -2) + ak @ gd_out.transpose(-1, -2)
     g_ak = g_res @ w_out - eta * r_gout
     g_wout = g_wout_next + torch.cat([g_y, g_res], dim=-2).transpose(-1, -2) @ a + residual.transpose(-1, -2) @ g_da
     # both row blocks through a = silu(g) u (the key rows also carry the terms of d_in above)
     gx_, ux, sigx = g[..., :n, :], u[..., :n, :], sig[..., :n, :]
     g_ax = g_y @ w_out
-    g_g = torch.cat([g_ax * ux * activation_grad(gx_, "silu"), g_ak * uk * slope + g_gk], dim=-2)
+    g_g = torch.cat([g_ax * ux * silu_grad(gx_, sigx), g_ak * uk * slope + g_gk], dim=-2)
     g_u = torch.cat([g_ax * gx_ * sigx, g_ak * gk_ * sigk + g_uk], dim=-2)
     g_gu = torch.cat([g_g, g_u], dim=-1)
     g_rows = g_gu @ w_in
@@ -76,7 +76,7 @@ def _level_chunk_vjp_first_order(w_in, w_out, rows, eta, saved, g_y, g_win_next,
     gx, ux, sigx, ax = g[..., :n, :], u[..., :n, :], sig[..., :n, :], a[..., :n, :]
     g_eta = -(d_in * g_win_next).sum() - (d_out * g_wout_next).sum()
     g_ax = g_y @ w_out
-    g_gu = torch.cat([g_ax * ux * activation_grad(gx, "silu"), g_ax * gx * sigx], dim=-1)
+    g_gu = torch.cat([g_ax * ux * silu_grad(gx, sigx), g_ax * gx * sigx], dim=-1)
     g_rows = torch.cat([g_gu @ w_in, torch.zeros_like(rows[..., n:, :])], dim=-2)
     g_win = g_win_next + g_gu.transpose(-1, -2) @ rows[..., :n, :]
     g_wout = g_wout_next + g_y.transpose(-1, -2) @ ax
