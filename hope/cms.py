@@ -42,11 +42,15 @@ class CMSLevel(nn.Module):
     activation, or the hidden one when ``gated=False``: ``W_down s(W_up x + b_up) + b_down``, GPT-2), ``bias``
     (static biases ``b_gate``, ``b_up``, ``b_down``) and ``norm=False`` (no RMSNorm before the MLP, for a host
     block that normalizes already).
+
+    ``first_order=True``: the outer gradient treats the in-context step's summed inner gradient as a constant
+    (``theta_{j+1} = theta_j - eta sg(d_j)``; no second-order backward, and ``w_key``, ``w_value`` get no
+    gradient); the forward is unchanged (docs/semantics.md, CMS item 7).
     """
 
     def __init__(self, chunk_size: int | None = None, dim: int | None = None, hidden: int | None = None,
                  step_init: float = 0.1, backend: str = "auto", norm_eps: float = 1e-6, *, norm: bool = True,
-                 act: str = "silu", gated: bool = True, bias: bool = False) -> None:
+                 act: str = "silu", gated: bool = True, bias: bool = False, first_order: bool = False) -> None:
         super().__init__()
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int or None (static), got {chunk_size!r}")
@@ -55,6 +59,7 @@ class CMSLevel(nn.Module):
         self.chunk_size, self.hidden, self.step_init = chunk_size, hidden, step_init
         self.backend, self.norm_eps, self.dim = backend, norm_eps, None
         self.use_norm, self.act, self.gated, self.bias = norm, act, gated, bias
+        self.first_order = first_order
         if dim is not None:
             self.build(dim)
 
@@ -125,13 +130,14 @@ class CMSLevel(nn.Module):
         op = get_ops(self.backend, x.device).cms_level
         with torch.autocast(x.device.type, enabled=False):  # in-context weights and steps in fp32
             y, state = op(a.float(), self.w_key, self.w_value, self.eta.clamp(min=0), state,
-                          chunk_size=self.chunk_size)
+                          chunk_size=self.chunk_size, first_order=self.first_order)
         return y, state
 
     def extra_repr(self) -> str:
         form = "" if (self.act, self.gated, self.bias, self.use_norm) == ("silu", True, False, True) else \
             f", act={self.act}, gated={self.gated}, bias={self.bias}, norm={self.use_norm}"
-        return f"dim={self.dim}, hidden={self.hidden}, chunk_size={self.chunk_size}{form}"
+        order = ", first_order=True" if self.first_order else ""
+        return f"dim={self.dim}, hidden={self.hidden}, chunk_size={self.chunk_size}{form}{order}"
 
 
 class ContinuumMemorySystem(nn.Module):

@@ -41,6 +41,7 @@ class HopeConfig:
     cms_hidden: int = 1024  # SwiGLU hidden width of each level
     cms_objective: str = "assoc"
     cms_step_init: float = 0.1  # initial eta_l * C_l (the summed step is large for big chunks)
+    cms_first_order: bool = False  # stop-gradient on the CMS inner gradient (no second-order outer backward)
     # attention
     rope_theta: float = 10000.0
     # misc

@@ -80,8 +80,8 @@ class HopeBlock(nn.Module):
         else:
             self.mixer = SelfModifyingTitans.from_config(cfg)
         step = cfg.cms_step_init
-        levels = [CMSLevel(c, hidden=cfg.cms_hidden, step_init=step, backend=cfg.backend, norm_eps=cfg.norm_eps)
-                  for c in cfg.cms_chunk_sizes]
+        levels = [CMSLevel(c, hidden=cfg.cms_hidden, step_init=step, backend=cfg.backend, norm_eps=cfg.norm_eps,
+                           first_order=cfg.cms_first_order) for c in cfg.cms_chunk_sizes]
         self.cms = ContinuumMemorySystem(cfg.dim, levels)
 
     def forward(self, x: Tensor, state: tuple | None = None) -> tuple[Tensor, tuple]:

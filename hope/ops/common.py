@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+#: ``HOPE_COMPILE_CHUNKS=1`` runs the per-chunk functions of the CMS chunk loop through ``torch.compile``
+#: (opt-in; one graph per input shape, compiled on first use and cached by torch).
+COMPILE_ENV = "HOPE_COMPILE_CHUNKS"
+
+
+@functools.cache
+def _compiled(fn):
+    return torch.compile(fn, dynamic=False)
+
+
+def chunk_fn(fn):
+    """``fn``, or its ``torch.compile`` d version when ``HOPE_COMPILE_CHUNKS=1`` (read at each call)."""
+    return _compiled(fn) if os.environ.get(COMPILE_ENV) == "1" else fn
 
 
 def segments(length: int, offset: int, chunk_size: int) -> list[tuple[int, int]]:
@@ -47,11 +63,20 @@ def activation(x: Tensor, act: str) -> Tensor:
     raise ValueError(f"unknown memory activation {act!r}; expected one of {ACTIVATIONS}")
 
 
+def silu_grad(x: Tensor, sig: Tensor) -> Tensor:
+    """``silu'(x)`` from ``sig = sigmoid(x)`` when the caller has it already."""
+    return sig * (1 + x * (1 - sig))
+
+
+def silu_grad2(x: Tensor, sig: Tensor) -> Tensor:
+    """``silu''(x)`` from ``sig = sigmoid(x)``."""
+    return sig * (1 - sig) * (2 + x * (1 - 2 * sig))
+
+
 def activation_grad(x: Tensor, act: str) -> Tensor:
     """The derivative ``s'(x)``, written out so the inner gradient needs no autograd."""
     if act == "silu":
-        sig = torch.sigmoid(x)
-        return sig * (1 + x * (1 - sig))
+        return silu_grad(x, torch.sigmoid(x))
     if act == "gelu":
         cdf = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
         pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
@@ -65,8 +90,7 @@ def activation_grad(x: Tensor, act: str) -> Tensor:
 def activation_grad2(x: Tensor, act: str) -> Tensor:
     """The second derivative ``s''(x)`` (the inner gradient's slope is differentiated in the outer backward)."""
     if act == "silu":
-        sig = torch.sigmoid(x)
-        return sig * (1 - sig) * (2 + x * (1 - 2 * sig))
+        return silu_grad2(x, torch.sigmoid(x))
     if act == "gelu":
         pdf = torch.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
         return pdf * (2 - x * x)

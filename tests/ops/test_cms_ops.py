@@ -158,3 +158,22 @@ def test_activation_derivatives_match_autograd(act):
     (d2,) = torch.autograd.grad(d1.sum(), x)
     torch.testing.assert_close(activation_grad(x, act), d1)
     torch.testing.assert_close(activation_grad2(x, act), d2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("first_order", [False, True])
+def test_compiled_chunk_loop_matches_eager(monkeypatch, first_order):
+    """HOPE_COMPILE_CHUNKS=1 (torch.compile of the per-chunk functions) gives the eager outputs and gradients."""
+    import functools
+
+    op = functools.partial(cms_level_chunk, first_order=first_order)
+    inp = make_inputs(21)
+    loss_e, y_e, st_e = run(op, inp, 5)
+    monkeypatch.setenv("HOPE_COMPILE_CHUNKS", "1")
+    loss_c, y_c, st_c = run(op, inp, 5)
+    torch.testing.assert_close(y_c, y_e, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(st_c.w_in, st_e.w_in, rtol=1e-5, atol=1e-6)
+    ge = torch.autograd.grad(loss_e, list(inp.values()), allow_unused=True, materialize_grads=True)
+    gc = torch.autograd.grad(loss_c, list(inp.values()), allow_unused=True, materialize_grads=True)
+    for name, a, b in zip(inp, gc, ge):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=lambda m: f"grad of {name}: {m}")  # noqa: B023

@@ -1,6 +1,9 @@
 """Chunk-parallel CMS level: per chunk one batched forward of the read-out and of the keys (one matmul for
 both), and one summed gradient (LaCT-style). Levels of another MLP form than bias-free SwiGLU (seeded from a
-pretrained model, ``hope.adapt``) run every chunk through the segment path, under autograd."""
+pretrained model, ``hope.adapt``) run every chunk through the segment path, under autograd.
+
+``first_order=True``: the outer gradient treats the inner gradient as a constant (stop-gradient on each
+chunk's summed gradient and on the partial sum carried in the state); the read-out is unchanged."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ from hope.ops.cms.common import CMSLevelState, accumulate, check_level_inputs, l
 from hope.ops.common import l2norm, segments
 
 
-def _segments(x, keys, values, eta, state, chunk_size):
+def _segments(x, keys, values, eta, state, chunk_size, first_order=False):
     """Token segments cut at chunk boundaries, under autograd (partial chunks at either end of a call)."""
     outs = []
     for s, e in segments(x.shape[1], state.offset, chunk_size):
@@ -22,12 +25,15 @@ def _segments(x, keys, values, eta, state, chunk_size):
         out, acts = read_level(state, torch.cat([x[:, s:e], keys[:, s:e]], dim=1))
         outs.append(out[:, :n])
         grads = level_grads(state, keys[:, s:e], out[:, n:] - values[:, s:e], tuple(t[:, n:] for t in acts))
+        if first_order:
+            grads = tuple(g.detach() for g in grads)
         state = accumulate(state, grads, n, eta, chunk_size)
     return outs, state
 
 
 def cms_level_chunk(
-    x: Tensor, w_key: Tensor, w_value: Tensor, eta: Tensor, state: CMSLevelState, *, chunk_size: int
+    x: Tensor, w_key: Tensor, w_value: Tensor, eta: Tensor, state: CMSLevelState, *, chunk_size: int,
+    first_order: bool = False,
 ) -> tuple[Tensor, CMSLevelState]:
     """Chunk-parallel equivalent of :func:`hope.ops.cms.naive.cms_level_naive` (same arguments).
 
@@ -36,24 +42,24 @@ def cms_level_chunk(
     the SwiGLU form without biases (other forms take the segment path throughout).
     """
     check_level_inputs(x, chunk_size)
-    keys, values = l2norm(x @ w_key.transpose(-1, -2)), l2norm(x @ w_value.transpose(-1, -2))
+    with torch.set_grad_enabled(torch.is_grad_enabled() and not first_order):  # first order: keys get no gradient
+        keys, values = l2norm(x @ w_key.transpose(-1, -2)), l2norm(x @ w_value.transpose(-1, -2))
+    if first_order:
+        state = state.detach_sums()
     T = x.shape[1]
     head = min(T, (chunk_size - state.offset) % chunk_size)
     n_full = (T - head) // chunk_size
     mid = head + n_full * chunk_size
-    outs, state = _segments(x[:, :head], keys[:, :head], values[:, :head], eta, state, chunk_size)
+    seg = dict(chunk_size=chunk_size, first_order=first_order)
+    outs, state = _segments(x[:, :head], keys[:, :head], values[:, :head], eta, state, **seg)
     if n_full and not state.is_swiglu:
-        return _cat_segments(x[:, head:], keys[:, head:], values[:, head:], eta, state, chunk_size, outs)
+        rest, state = _segments(x[:, head:], keys[:, head:], values[:, head:], eta, state, **seg)
+        return torch.cat(outs + rest, dim=1), state
     if n_full:
         split = lambda t: t[:, head:mid].unflatten(1, (n_full, chunk_size))  # noqa: E731
         rows = torch.cat([split(x), split(keys)], dim=2)  # per chunk: its inputs, then its keys
-        y, w_in, w_out = LevelChunks.apply(rows, split(values), eta, state.w_in, state.w_out)
+        y, w_in, w_out = LevelChunks.apply(first_order, rows, split(values), eta, state.w_in, state.w_out)
         outs.append(y.flatten(1, 2))
         state = dataclasses.replace(state, w_in=w_in, w_out=w_out)
-    tail, state = _segments(x[:, mid:], keys[:, mid:], values[:, mid:], eta, state, chunk_size)
+    tail, state = _segments(x[:, mid:], keys[:, mid:], values[:, mid:], eta, state, **seg)
     return torch.cat(outs + tail, dim=1), state
-
-
-def _cat_segments(x, keys, values, eta, state, chunk_size, outs):
-    rest, state = _segments(x, keys, values, eta, state, chunk_size)
-    return torch.cat(outs + rest, dim=1), state

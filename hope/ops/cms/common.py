@@ -23,7 +23,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from hope.ops.common import activation, activation_grad
+from hope.ops.common import activation, activation_grad, silu_grad
 
 
 @dataclasses.dataclass
@@ -73,6 +73,12 @@ class CMSLevelState:
     def w_down(self) -> Tensor:
         return self.w_out
 
+    def detach_sums(self) -> CMSLevelState:
+        """The partial-chunk gradient sum as a constant (the first-order outer gradient); weights unchanged."""
+        if self.g_in is None:
+            return self
+        return dataclasses.replace(self, g_in=self.g_in.detach(), g_out=self.g_out.detach())
+
     def detach(self) -> CMSLevelState:
         """The same state cut from the autograd graph."""
 
@@ -108,7 +114,7 @@ def assoc_grad_terms(keys: Tensor, residual: Tensor, w_out: Tensor, acts: tuple[
     g, u, sig, a = acts
     d_out = residual.transpose(-1, -2) @ a
     da = residual @ w_out
-    slope = activation_grad(g, "silu")
+    slope = silu_grad(g, sig)  # the forward's sigmoid, not a second one
     d_in = torch.cat([da * u * slope, da * g * sig], dim=-1).transpose(-1, -2) @ keys
     return d_in, d_out, da, slope
 
