@@ -197,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", default="naive,replay,ewc")
     p.add_argument("--models", default="tiny,transformer-tiny")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--first-seed", type=int, default=0, help="run seeds first-seed .. first-seed + seeds - 1 "
+                   "(to split the seeds of one table across jobs, merged by eval.continual_report)")
     p.add_argument("--profile", choices=tuple(PROFILES), default="quick")
     p.add_argument("--out", required=True)
     p.add_argument("--data-dir", type=Path, default=data.DEFAULT_DATA)
@@ -223,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
               "threads": torch.get_num_threads()}
     for model_name in models:
         for method in methods:
-            for seed in range(args.seeds):
+            for seed in range(args.first_seed, args.first_seed + args.seeds):
                 print(f"== {model_name} / {method} / seed {seed}", flush=True)
                 r = run_one(args, prof, model_name, method, seed, log=lambda s: print("   " + s, flush=True))
                 done = r.get("skipped") or f"done in {r['seconds']} s"

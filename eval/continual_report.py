@@ -90,7 +90,8 @@ def write_plots(out: Path, runs: list[dict]) -> list[str]:
 
 def write_report(out: Path, config: dict, runs: list[dict]) -> None:
     kind = next((r["kind"] for r in runs if "skipped" not in r), None)
-    sets = "".join(f" --set {x}" for x in config.get("set", []))
+    sets = (f" --first-seed {config['first_seed']}" if config.get("first_seed") else "") + "".join(
+        f" --set {x}" for x in config.get("set", []))
     lines = [f"# Continual learning: {config['benchmark']} ({config['profile']} profile)", "",
              f"Command: `python -m eval.continual --benchmark {config['benchmark']} --methods {config['methods']} "
              f"--models {config['models']} --seeds {config['seeds']} --profile {config['profile']} --out "
@@ -147,7 +148,8 @@ def merge(dirs: list[Path], out: Path) -> None:
     add_metrics(runs)
     join = lambda k: ",".join(dict.fromkeys(x for c in configs for x in str(c[k]).split(",")))  # noqa: E731
     config = {**configs[0], "models": join("models"), "methods": join("methods"), "out": str(out),
-              "seeds": max(c["seeds"] for c in configs), "seconds": sum(c["seconds"] for c in configs),
+              "seeds": len({r["seed"] for r in runs}), "first_seed": min(r["seed"] for r in runs),
+              "seconds": sum(c["seconds"] for c in configs),
               "merged_from": [str(d) + (" (stopped early: its finished runs)" if c.get("partial") else "")
                               for d, c in zip(dirs, configs)]}
     out.mkdir(parents=True, exist_ok=True)

@@ -82,13 +82,14 @@ def test_merged_report_equals_one_run_of_both_models(tmp_path):
     """Two jobs (one model each) merged give the runs, metrics and table rows of one job over both models."""
     common = ["--benchmark", "clinc150", "--methods", "naive", "--seeds", "1", "--profile", "smoke", "--max-len",
               "64", "--set", "epochs=2"]
-    for m in ("micro", "micro-hope"):
-        assert main(common + ["--models", m, "--out", str(tmp_path / m)]) == 0
+    for m, first in (("micro", "0"), ("micro-hope", "1")):
+        assert main(common + ["--models", m, "--first-seed", first, "--out", str(tmp_path / m)]) == 0
     from eval.continual_report import main as report_main
 
     assert report_main([str(tmp_path / "micro"), str(tmp_path / "micro-hope"), "--out", str(tmp_path / "all")]) == 0
     merged = json.loads((tmp_path / "all" / "results.json").read_text())
-    assert [r["model"] for r in merged["runs"]] == ["micro", "micro-hope"]
+    assert [(r["model"], r["seed"]) for r in merged["runs"]] == [("micro", 0), ("micro-hope", 1)]
+    assert merged["config"]["seeds"] == 2
     for r in merged["runs"]:
         one = json.loads((tmp_path / r["model"] / "results.json").read_text())["runs"][0]
         assert r["acc_matrix"] == one["acc_matrix"] and r["metrics"] == one["metrics"]
