@@ -137,8 +137,9 @@ def run(
     return out
 
 
-def heatmap(cells: list[dict[str, Any]], title: str, path: str | Path) -> None:
-    """Depth x length accuracy grid as a PNG (matplotlib, Agg backend)."""
+def heatmap(cells: list[dict[str, Any]], title: str, path: str | Path, ylabel: str = "needle depth",
+            yfmt: str = "{:.0%}") -> None:
+    """Depth (or another ``depth`` key, named by ``ylabel``) x length accuracy grid as a PNG (matplotlib, Agg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -153,9 +154,9 @@ def heatmap(cells: list[dict[str, Any]], title: str, path: str | Path) -> None:
     fig, ax = plt.subplots(figsize=(1.2 * len(lengths) + 2, 0.6 * len(depths) + 1.5))
     im = ax.imshow(grid, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
     ax.set_xticks(range(len(lengths)), [f"{n // 1024}K" if n >= 1024 else str(n) for n in lengths])
-    ax.set_yticks(range(len(depths)), [f"{d:.0%}" for d in depths])
+    ax.set_yticks(range(len(depths)), [yfmt.format(d) for d in depths])
     ax.set_xlabel("context length (tokens)")
-    ax.set_ylabel("needle depth")
+    ax.set_ylabel(ylabel)
     for i in range(len(depths)):
         for j in range(len(lengths)):
             ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center", fontsize=8)

@@ -51,14 +51,14 @@ def rolling_windows(tokens: list[int], prefix: int, max_len: int) -> list[tuple[
 
 
 @torch.no_grad()
-def carry_loglikelihoods(
+def carry_token_nll(
     model: nn.Module, docs: list[list[int]], prefix: int, window: int = 1024, batch_size: int = 8
-) -> list[float]:
-    """Summed log-likelihood of each token list, fed ``window`` tokens at a time with the state carried.
-    Documents are batched (right-padded; rows are independent), each from a fresh state."""
+) -> list[torch.Tensor]:
+    """Per-token negative log-likelihood (nats, float64) of each token list, fed ``window`` tokens at a time with
+    the state carried. Documents are batched (right-padded; rows are independent), each from a fresh state."""
     device = next(model.parameters()).device
     order = sorted(range(len(docs)), key=lambda i: -len(docs[i]))
-    out = [0.0] * len(docs)
+    out = [torch.zeros(0, dtype=torch.float64)] * len(docs)
     for b in range(0, len(order), batch_size):
         idx = [i for i in order[b : b + batch_size] if docs[i]]
         if not idx:
@@ -71,15 +71,23 @@ def carry_loglikelihoods(
             x[r, : len(seq) - 1] = torch.tensor(seq[:-1])
             y[r, : len(seq) - 1] = torch.tensor(seq[1:])
         x, y = x.to(device), y.to(device)
-        state, total = None, torch.zeros(len(idx), device=device, dtype=torch.float64)
+        state, parts = None, []
         for s in range(0, width, window):
             logits, state = forward_windows(model, x[:, s : s + window], None, state)
             tgt = y[:, s : s + window]
             nll = F.cross_entropy(logits.float().transpose(1, 2), tgt.clamp(min=0), reduction="none")
-            total -= nll.masked_fill(tgt == -100, 0.0).sum(1).double()  # padding may hold anything, even NaN
+            parts.append(nll.double().cpu())
+        nll = torch.cat(parts, dim=1)
         for r, i in enumerate(idx):
-            out[i] = float(total[r])
+            out[i] = nll[r, : len(docs[i])]  # padding may hold anything, even NaN: cut before summing
     return out
+
+
+def carry_loglikelihoods(
+    model: nn.Module, docs: list[list[int]], prefix: int, window: int = 1024, batch_size: int = 8
+) -> list[float]:
+    """Summed log-likelihood of each token list (:func:`carry_token_nll`)."""
+    return [-float(n.sum()) for n in carry_token_nll(model, docs, prefix, window, batch_size)]
 
 
 def disjoint_loglikelihoods(

@@ -1,0 +1,115 @@
+"""benchmarks/study.py's quick profile end to end: every table of results.md comes from the raw results."""
+
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import study  # noqa: E402
+import study_report  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def quick_study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study")
+    docs = out / "docs"
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study.py"), "--profile", "quick", "--out",
+                           str(out / "raw"), "--docs", str(docs), "--jobs", "2"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out / "raw", docs
+
+
+def _table(md: str, header_start: str) -> list[list[str]]:
+    """Rows (cells) of the markdown table whose header line starts with ``header_start``."""
+    lines = md.splitlines()
+    i = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[i + 2:]:
+        if not line.startswith("|"):
+            break
+        rows.append([c.strip() for c in line.strip("|").split("|")])
+    return rows
+
+
+def _mean_bpb(raw: Path, phase: str, label: str) -> float:
+    runs = sorted(study.run_dir(raw, phase, label, 0).parent.glob("seed*/result.json"))
+    assert runs, (phase, label)
+    return statistics.mean(json.loads(p.read_text())["val_bpb"] for p in runs)
+
+
+def test_every_table_comes_from_the_raw_results(quick_study):
+    raw, docs = quick_study
+    md = (docs / "results.md").read_text()
+    for png in re.findall(r"\]\((results_[^)]+\.png)\)", md):
+        assert (docs / png).stat().st_size > 1000, png
+
+    lm = _table(md, "| model | preset |")
+    unigram = lm.pop()
+    assert unigram[0].startswith("unigram baseline")
+    assert float(unigram[9]) == pytest.approx(json.loads((raw / "unigram.json").read_text())["val_bpb"], abs=6e-4)
+    labels = [r[0] for r in lm]
+    assert labels[:4] == list(study.FAMILIES)
+    assert {f"{f} {b}" for f in list(study.FAMILIES)[1:] for b in ("equal wall-clock", "equal FLOPs")} <= set(labels)
+    for row in lm:
+        phase = "lm" if row[0] in study.FAMILIES else "matched"
+        assert float(row[9].split(" +- ")[0]) == pytest.approx(_mean_bpb(raw, phase, row[0]), abs=6e-4), row
+        assert row[10] == "2"
+
+    ablations = _table(md, "| variant |")
+    assert [r[0] for r in ablations] == list(study.ABLATIONS)
+    hope = _mean_bpb(raw, "lm", "HOPE")
+    for row in ablations:
+        mean = _mean_bpb(raw, "ablate", row[0])
+        assert float(row[3].split(" +- ")[0]) == pytest.approx(mean, abs=6e-4)
+        assert float(row[4]) == pytest.approx(mean - hope, abs=1.5e-3)
+
+    mqar = _table(md, "| model | seq_len |")
+    for fam in study.FAMILIES:
+        cells = json.loads((raw / "mqar" / fam / "mqar.json").read_text())["cells"]
+        mine = [r for r in mqar if r[0] == fam]
+        assert [float(r[3]) for r in mine] == pytest.approx([c["acc"] for c in cells], abs=6e-4)
+
+    passkey = _table(md, "| model | length |")
+    assert {r[0] for r in passkey} == set(study.FAMILIES)
+    pos = _table(md, "| positions |")
+    assert len(pos) == study.PROFILES["quick"].position_len // study.PROFILES["quick"].position_bucket
+    assert "## 5. What it means" in md and "LM quality vs Transformer++ at equal FLOPs" in md
+
+
+def test_report_regenerates_identically(quick_study, tmp_path):
+    raw, docs = quick_study
+    again = Path(study_report.write_report(raw, tmp_path)).read_text()
+    first = (docs / "results.md").read_text()
+    strip = lambda s: re.sub(r"--docs \S+", "", s)  # noqa: E731  (the docs folder is named in the header)
+    assert strip(again) == strip(first)
+
+
+def test_matched_budgets_follow_phase_one(quick_study):
+    raw, _ = quick_study
+    prof = study.PROFILES["quick"]
+    hope_s = statistics.mean(study.train_seconds(study.run_dir(raw, "lm", "HOPE", s)) for s in range(prof.seeds))
+    hope_f = study.flops_per_token(study.model_config("tiny", prof, {}), prof.seq_len)
+    for fam, preset in list(study.FAMILIES.items())[1:]:
+        f = study.flops_per_token(study.model_config(preset, prof, {}), prof.seq_len)
+        meta = json.loads((study.run_dir(raw, "matched", f"{fam} equal FLOPs", 0) / "meta.json").read_text())
+        assert meta["steps"] == max(1, round(prof.steps * hope_f / f))
+        assert meta["flops_per_token"] * meta["tokens"] == pytest.approx(
+            hope_f * prof.steps * prof.batch * prof.seq_len, rel=0.5 / prof.steps + 1 / meta["steps"])
+        meta = json.loads((study.run_dir(raw, "matched", f"{fam} equal wall-clock", 0) / "meta.json").read_text())
+        per_step = statistics.mean(study.train_seconds(study.run_dir(raw, "lm", fam, s))
+                                   for s in range(prof.seeds)) / prof.steps
+        assert meta["steps"] == max(1, round(hope_s / per_step))
+
+
+def test_unknown_phase_is_refused(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study.py"), "--profile", "quick", "--out",
+                           str(tmp_path), "--phases", "lm,nope"], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode != 0 and "unknown phase 'nope'" in proc.stderr
