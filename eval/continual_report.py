@@ -114,9 +114,11 @@ def write_report(out: Path, config: dict, runs: list[dict]) -> None:
     if skipped:
         lines += ["", "Skipped: " + "; ".join(f"{r['model']} / {r['method']}: {r['skipped']}" for r in skipped)]
     flags = {r["method"]: r["flags"] for r in runs if "skipped" not in r}
-    lines += ["", "## Method flags", "", "| method | boundaries | task id at test | past data | eval mode |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {m} | {f['uses_boundaries']} | {f['uses_task_id']} | {f['sees_past_data']} | {f['eval_mode']}"
+    lines += ["", "## Method flags", "",
+              "| method | boundaries | task id at test | all past data | example buffer | eval mode |",
+              "|---|---|---|---|---|---|"]
+    lines += [f"| {m} | {f['uses_boundaries']} | {f['uses_task_id']} | {f['sees_past_data']} | "
+              f"{f.get('stores_examples', '?')} | {f['eval_mode']}"
               + (" +persist" if f["persist_cms"] else "") + (" +mf" if f["multi_frequency"] else "") + " |"
               for m, f in flags.items()]
     files = write_plots(out, runs) if kind else []

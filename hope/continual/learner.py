@@ -67,6 +67,7 @@ class Learner:
     uses_boundaries = False   # needs to be told where tasks start and end
     uses_task_id = False      # needs the task id at test time
     sees_past_data = False    # trains on the union of all tasks seen so far (joint / cumulative)
+    stores_examples = False   # keeps a bounded buffer of past training examples (replay, A-GEM)
     transforms_update = False
     state_attrs: tuple[str, ...] = ()  # method state included in every snapshot
 
@@ -101,7 +102,8 @@ class Learner:
 
     def flags(self) -> dict[str, bool | str]:
         return {"uses_boundaries": self.uses_boundaries, "uses_task_id": self.uses_task_id,
-                "sees_past_data": self.sees_past_data, "eval_mode": self.eval_mode,
+                "sees_past_data": self.sees_past_data, "stores_examples": self.stores_examples,
+                "eval_mode": self.eval_mode,
                 "persist_cms": self.persist_cms, "multi_frequency": self.multi_frequency,
                 "optimizer": self.opt_name, "reset_optimizer": self.reset_optimizer}
 

@@ -55,6 +55,7 @@ def test_runner_writes_results_report_and_plots(tmp_path, benchmark):
         assert all(v > 0 for row in r["bpb_matrix"] for v in row)
     report = (tmp_path / "report.md").read_text()
     assert "| micro | naive | 1 |" in report
+    assert "| joint | False | False | True | False | adaptive |" in report  # cumulative data, no example buffer
     assert (tmp_path / "heatmap_micro.png").stat().st_size > 1000
     assert (tmp_path / "curves_micro.png").stat().st_size > 1000
 

@@ -32,6 +32,7 @@ class AGEM(Learner):
     name = "agem"
     uses_boundaries = True
     transforms_update = True
+    stores_examples = True
     state_attrs = ("memory",)
 
     def __init__(self, model, *, per_task: int = 64, ref_batch: int = 32, **kw) -> None:

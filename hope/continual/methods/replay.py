@@ -32,6 +32,7 @@ def reservoir_add(buffer: list, item, n_seen: int, capacity: int, rng: random.Ra
 
 class Replay(Learner):
     name = "replay"
+    stores_examples = True
     state_attrs = ("buffer", "n_seen")
 
     def __init__(self, model, *, buffer_size: int = 200, **kw) -> None:
