@@ -46,7 +46,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "DGD -> plain GD": ("paper Table 6: DGD (eta_init 0.01: plain GD diverges at the preset's 0.3)",
                         {"dgd": False, "eta_init": 0.01}),
     "w/o momentum": ("paper Table 6: momentum", {"momentum": False}),
-    "w/o self-modification": ("paper Table 6: self-modification (static k, v; target v)", {"mixer": "titans"}),
+    "w/o self-modification": ("paper Table 6: self-modification, i.e. w/o the inner projections of k and v "
+                              "(static k, v; target v)", {"mixer": "titans"}),
     "1 in-context CMS level": ("paper Table 6: CMS levels", {"cms_chunk_sizes": [32, None], "cms_hidden": 384}),
     "3 in-context CMS levels": ("paper Table 6: CMS levels",
                                 {"cms_chunk_sizes": [16, 32, 128, None], "cms_hidden": 192}),
