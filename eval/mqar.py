@@ -35,15 +35,20 @@ def check_sizes(seq_len: int, n_pairs: int, vocab: int) -> None:
     if seq_len < 4 * n_pairs:
         raise ValueError(f"seq_len={seq_len} is too short for {n_pairs} pairs: the pairs take {2 * n_pairs} tokens "
                          f"and their queries (key and value) another {2 * n_pairs}")
-    if (vocab - 1) // 2 < n_pairs:
-        raise ValueError(f"vocab={vocab} has too few keys for {n_pairs} distinct ones (keys: 1 .. {(vocab - 1) // 2})")
+    if n_values(vocab) < n_pairs:
+        raise ValueError(f"vocab={vocab} has too few keys for {n_pairs} distinct ones (keys: 1 .. {n_values(vocab)})")
+
+
+def n_values(vocab: int) -> int:
+    """How many keys (and values) a vocabulary of ``vocab`` tokens holds; 1 / n_values is chance accuracy."""
+    return (vocab - 1) // 2
 
 
 def make_batch(batch: int, seq_len: int, n_pairs: int, vocab: int, generator: torch.Generator
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(inputs, labels)`` of shape ``(batch, seq_len)``; labels are -100 except at queries (the paired value)."""
     check_sizes(seq_len, n_pairs, vocab)
-    half = (vocab - 1) // 2  # keys 1..half, values half+1..2*half
+    half = n_values(vocab)  # keys 1..half, values half+1..2*half
     space = (seq_len - 2 * n_pairs) // 2  # query slots in the remainder
     p = torch.arange(1, space + 1, dtype=torch.float64) ** (POWER_A - 1)
     x = torch.zeros(batch, seq_len, dtype=torch.long)
@@ -125,9 +130,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="results/mqar")
     args = p.parse_args(argv)
-    import yaml
+    from hope.training.config import parse_overrides
 
-    overrides = {k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in args.set)}
+    _, overrides = parse_overrides([f"model.{item}" for item in args.set])
     cfg = HopeConfig.from_name(args.preset, **overrides)
     torch.manual_seed(args.seed)
     model = HopeLM(cfg)
@@ -141,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         for n in pairs:
             if t >= 4 * n:
                 acc = evaluate_mqar(model, t, n, args.samples, cfg.vocab_size)
-                cells.append({"seq_len": t, "n_pairs": n, "acc": acc, "chance": 1 / ((cfg.vocab_size - 1) // 2)})
+                cells.append({"seq_len": t, "n_pairs": n, "acc": acc, "chance": 1 / n_values(cfg.vocab_size)})
                 print(f"T={t} pairs={n}: accuracy {acc:.3f}", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -102,11 +102,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.label and len(args.label) != len(args.checkpoint):
         p.error(f"{len(args.label)} --label for {len(args.checkpoint)} --checkpoint")
     curves, names, t0 = {}, {}, time.perf_counter()
-    docs = None
+    docs_by_tokenizer: dict[str, list[list[int]]] = {}  # the same documents, tokenized per checkpoint's tokenizer
     for i, ckpt in enumerate(args.checkpoint):
         cfg, model, tok = load_model_and_tokenizer(ckpt, args.tokenizer, args.allow_tokenizer_mismatch)
-        if docs is None:
-            docs = held_out_documents(tok, args.seq_len, args.documents, args.data)
+        key = tok.fingerprint()
+        if key not in docs_by_tokenizer:
+            docs_by_tokenizer[key] = held_out_documents(tok, args.seq_len, args.documents, args.data)
+        docs = docs_by_tokenizer[key]
         name = args.label[i] if args.label else cfg.name if cfg.name not in curves else f"{cfg.name} ({ckpt})"
         bpt = 1.0 if tok.name == "byte" else float("nan")  # bits per byte needs the byte count: byte tokens only
         curves[name] = position_loss(model, docs, tok.eos_id, args.seq_len, args.bucket, args.window, bpt)
