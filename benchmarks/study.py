@@ -25,6 +25,7 @@ import concurrent.futures
 import dataclasses
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,17 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "3 in-context CMS levels": ("paper Table 6: CMS levels",
                                 {"cms_chunk_sizes": [16, 32, 128, None], "cms_hidden": 192}),
     "first-order CMS outer gradient": ("this code: exact second-order outer gradient", {"cms_first_order": True}),
+    "undamped hidden-layer DGD step": ("this code: the hidden layer's DGD target damped by the curvature of the layer above",
+                                       {"dgd_damping": False}),
+    "velocity without retention decay": ("this code: the momentum velocity collects the retention decay too "
+                                         "(ablation: the steps only, Titans Eq. 9-10)", {"velocity_decay": False}),
+    "raw self-generated targets": ("this code: unit-norm self-generated targets L2norm(M_0(v))",
+                                   {"unit_targets": False}),
+    "raw self-generated targets, eta_init 0.05": ("the same at a 6x smaller inner step",
+                                                  {"unit_targets": False, "eta_init": 0.05}),
+    "raw CMS keys and values": ("this code: unit-norm keys and values in the CMS objective", {"cms_unit_kv": False}),
+    "raw CMS keys and values, cms_step_init 0.001": ("the same at a 100x smaller CMS step",
+                                                     {"cms_unit_kv": False, "cms_step_init": 0.001}),
 }
 
 
@@ -111,19 +123,38 @@ def train_command(preset: str, prof: Profile, overrides: dict[str, Any], steps: 
     return cmd
 
 
+DIVERGED = re.compile(r"step (\d+): \d+ non-finite losses in a row; aborting")  # train.py's abort line
+
+
 @dataclasses.dataclass
 class Job:
-    """One subprocess; done when ``marker`` exists (so a stopped study resumes where it was)."""
+    """One subprocess; done when ``marker`` exists (so a stopped study resumes where it was).
+
+    ``diverged``: for runs whose divergence is a result (the ablations): a training run that train.py aborts on
+    non-finite losses writes this file (the step it stopped at) instead of failing the study."""
 
     name: str
     cmd: list[str]
     marker: Path
     log: Path
     meta: dict = dataclasses.field(default_factory=dict)
+    diverged: Path | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.marker.exists() or (self.diverged is not None and self.diverged.exists())
+
+    def record_divergence(self) -> int | None:
+        """The step train.py aborted at, recorded in ``diverged``; None when the log shows no divergence."""
+        m = DIVERGED.search(self.log.read_text()) if self.diverged is not None else None
+        if m is None:
+            return None
+        self.diverged.write_text(json.dumps({"step": int(m.group(1)), **self.meta}, indent=2))
+        return int(m.group(1))
 
 
 def run_jobs(jobs: list[Job], n_parallel: int) -> None:
-    todo = [j for j in jobs if not j.marker.exists()]
+    todo = [j for j in jobs if not j.done]
     print(f"{len(jobs) - len(todo)} of {len(jobs)} runs already done; running {len(todo)}", flush=True)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT),
            "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
@@ -135,8 +166,10 @@ def run_jobs(jobs: list[Job], n_parallel: int) -> None:
         with open(job.log, "w") as f:
             rc = subprocess.run(job.cmd, stdout=f, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
         status = "ok" if rc == 0 and job.marker.exists() else f"FAILED (rc {rc}, see {job.log})"
+        if status != "ok" and (step := job.record_divergence()) is not None:
+            status = f"diverged (non-finite losses, stopped at step {step})"
         print(f"  {job.name}: {status}, {time.perf_counter() - t:.0f} s", flush=True)
-        if status != "ok":
+        if status.startswith("FAILED"):
             raise RuntimeError(f"{job.name} failed; log: {job.log}")
 
     with concurrent.futures.ThreadPoolExecutor(n_parallel) as pool:
@@ -159,14 +192,14 @@ def num_params(cfg: HopeConfig) -> int:
 
 
 def lm_job(out: Path, phase: str, label: str, preset: str, prof: Profile, overrides: dict[str, Any],
-           steps: int, seed: int, budget: str) -> Job:
+           steps: int, seed: int, budget: str, may_diverge: bool = False) -> Job:
     d = run_dir(out, phase, label, seed)
     cfg = model_config(preset, prof, overrides)
     meta = {"phase": phase, "label": label, "preset": preset, "overrides": overrides, "seed": seed,
             "steps": steps, "budget": budget, "tokens": steps * prof.batch * prof.seq_len,
             "flops_per_token": flops_per_token(cfg, prof.seq_len), "params": num_params(cfg)}
     return Job(f"{phase}/{label}/seed{seed}", train_command(preset, prof, overrides, steps, seed, d),
-               d / "result.json", d / "train.log", meta)
+               d / "result.json", d / "train.log", meta, d / "diverged.json" if may_diverge else None)
 
 
 def unigram_baseline(out: Path, prof: Profile) -> dict[str, float]:
@@ -201,7 +234,7 @@ def phase_lm(out: Path, prof: Profile) -> list[Job]:
 
 
 def phase_ablate(out: Path, prof: Profile) -> list[Job]:
-    return [lm_job(out, "ablate", name, "tiny", prof, over, prof.steps, s, "equal tokens")
+    return [lm_job(out, "ablate", name, "tiny", prof, over, prof.steps, s, "equal tokens", may_diverge=True)
             for name, (_, over) in ABLATIONS.items() for s in range(prof.seeds)]
 
 

@@ -51,6 +51,16 @@ def load_runs(out: Path, phase: str) -> dict[str, list[dict[str, Any]]]:
     return runs
 
 
+def load_diverged(out: Path, phase: str) -> dict[str, list[dict[str, Any]]]:
+    """``label -> [record]`` of the runs of a phase that train.py stopped on non-finite losses."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    root = out / phase
+    for path in sorted(root.glob("*/seed*/diverged.json")) if root.exists() else []:
+        rec = json.loads(path.read_text())
+        found.setdefault(rec["label"], []).append(rec)
+    return found
+
+
 def bpb(runs: list[dict[str, Any]]) -> list[float]:
     return [r["val_bpb"] for r in runs]
 
@@ -127,21 +137,29 @@ def lm_section(lm: dict, matched: dict, prof: dict, unigram: dict | None) -> lis
     return lines + [""] + note + [f"![loss curves]({PREFIX}lm_curves.png)", ""]
 
 
-def ablation_section(lm: dict, ablate: dict) -> tuple[list[str], dict[str, dict]]:
+def ablation_section(lm: dict, ablate: dict, diverged: dict) -> tuple[list[str], dict[str, dict]]:
     base = bpb(lm.get("HOPE", []))
     lines = ["## 2. Ablations of tiny HOPE (paper Table 6 and this code's own choices)", "",
              "Same budget and seeds as the HOPE row of section 1. Delta: ablation minus HOPE in mean held-out bits per "
              "byte (positive: the ablation is worse, so the component helps). 'Exceeds spread': |delta| is larger "
-             "than the sum of the two seed standard deviations.", "",
+             "than the sum of the two seed standard deviations. 'Diverged': train.py stopped the run after 5 "
+             "non-finite losses in a row (the step is given); such a variant is not compared.", "",
              f"| variant | what it tests | overrides | held-out bpb | delta vs HOPE ({fmt(base)}) | exceeds spread |",
              "|---|---|---|---|---|---|"]
     comps = {}
     for name, (what, over) in ABLATIONS.items():
-        runs = ablate.get(name, [])
-        if not runs or not base:
+        runs, div = ablate.get(name, []), diverged.get(name, [])
+        if not (runs or div) or not base:
+            continue
+        o = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in over.items())
+        if div:
+            steps = ", ".join(str(r["step"]) for r in sorted(div, key=lambda r: r["seed"]))
+            note = (f"diverged in {len(div)} of {len(div) + len(runs)} seeds "
+                    f"(stopped at step {steps} of {div[0]['steps']})")
+            shown = f"{fmt(bpb(runs))} over the others; {note}" if runs else note
+            lines.append(f"| {name} | {what} | {o} | {shown} | - | - |")
             continue
         c = comps[name] = compare(base, bpb(runs))
-        o = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in over.items())
         lines.append(f"| {name} | {what} | {o} | {fmt(bpb(runs))} | {c['delta']:+.3f} | "
                      f"{'yes' if c['exceeds'] else 'no'} |")
     return lines + [""], comps
@@ -219,7 +237,7 @@ def position_section(out: Path, docs: Path) -> tuple[list[str], dict[str, float]
     return lines + (["", f"![loss by position]({png})"] if png else []) + [""], drop
 
 
-def claims_section(lm: dict, matched: dict, comps: dict, recall: dict, drop: dict) -> list[str]:
+def claims_section(lm: dict, matched: dict, comps: dict, recall: dict, drop: dict, diverged: dict) -> list[str]:
     lines = ["## 5. What it means", "", "Verdicts follow one rule, written in `benchmarks/study_report.py`: a claim "
              "is supported when the difference favours it by more than the seed spread, not supported when it "
              "goes the other way by more than the spread, and not distinguishable otherwise.", ""]
@@ -237,6 +255,18 @@ def claims_section(lm: dict, matched: dict, comps: dict, recall: dict, drop: dic
             flipped = {**c, "delta": -c["delta"]}  # HOPE minus the ablation: negative favours the claim
             lines.append(f"- **{claim}** (vs '{name}'): delta {c['delta']:+.3f} bits per byte for removing it: "
                          f"{_verdict(flipped)}.")
+    own = []
+    for name, (what, _) in ABLATIONS.items():
+        if not what.startswith("this code"):
+            continue
+        if name in diverged:
+            own.append(f"'{name}' diverged ({len(diverged[name])} seeds): the choice is needed for stability")
+        elif name in comps:
+            c = comps[name]
+            own.append(f"'{name}' {c['delta']:+.3f} ({'exceeds' if c['exceeds'] else 'within'} the spread)")
+    if own:
+        lines.append("- **This code's own modelling choices** (docs/semantics.md; removing each, bits per byte): "
+                     + "; ".join(own) + ".")
     if recall:
         parts = [f"{k}: MQAR {v.get('mqar', float('nan')):.3f} (chance {v.get('mqar_chance', float('nan')):.3f}, "
                  f"final loss {v.get('mqar_loss', float('nan')):.2f}), passkey {v.get('passkey', float('nan')):.2f}"
@@ -287,13 +317,14 @@ def write_report(out: Path, docs: Path) -> str:
     plot_curves(lm, docs / f"{PREFIX}lm_curves.png")
     unigram = json.loads((out / "unigram.json").read_text()) if (out / "unigram.json").exists() else None
     lines += lm_section(lm, matched, study, unigram)
-    abl, comps = ablation_section(lm, ablate)
+    diverged = load_diverged(out, "ablate")
+    abl, comps = ablation_section(lm, ablate, diverged)
     lines += abl
     rec, summary = recall_section(out, docs)
     lines += rec
     pos, drop = position_section(out, docs)
     lines += pos
-    lines += claims_section(lm, matched, comps, summary, drop)
+    lines += claims_section(lm, matched, comps, summary, drop, diverged)
     path = docs / "results.md"
     path.write_text("\n".join(lines))
     return str(path)

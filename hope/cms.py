@@ -45,12 +45,14 @@ class CMSLevel(nn.Module):
 
     ``first_order=True``: the outer gradient treats the in-context step's summed inner gradient as a constant
     (``theta_{j+1} = theta_j - eta sg(d_j)``; no second-order backward, and ``w_key``, ``w_value`` get no
-    gradient); the forward is unchanged (docs/semantics.md, CMS item 7).
+    gradient); the forward is unchanged (docs/semantics.md, CMS item 7). ``unit_kv=False``: raw (not
+    L2-normalized) keys and values in the associative objective (the ablation of CMS item 1).
     """
 
     def __init__(self, chunk_size: int | None = None, dim: int | None = None, hidden: int | None = None,
                  step_init: float = 0.1, backend: str = "auto", norm_eps: float = 1e-6, *, norm: bool = True,
-                 act: str = "silu", gated: bool = True, bias: bool = False, first_order: bool = False) -> None:
+                 act: str = "silu", gated: bool = True, bias: bool = False, first_order: bool = False,
+                 unit_kv: bool = True) -> None:
         super().__init__()
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
             raise ValueError(f"chunk_size must be a positive int or None (static), got {chunk_size!r}")
@@ -59,7 +61,7 @@ class CMSLevel(nn.Module):
         self.chunk_size, self.hidden, self.step_init = chunk_size, hidden, step_init
         self.backend, self.norm_eps, self.dim = backend, norm_eps, None
         self.use_norm, self.act, self.gated, self.bias = norm, act, gated, bias
-        self.first_order = first_order
+        self.first_order, self.unit_kv = first_order, unit_kv
         if dim is not None:
             self.build(dim)
 
@@ -130,13 +132,14 @@ class CMSLevel(nn.Module):
         op = get_ops(self.backend, x.device).cms_level
         with torch.autocast(x.device.type, enabled=False):  # in-context weights and steps in fp32
             y, state = op(a.float(), self.w_key, self.w_value, self.eta.clamp(min=0), state,
-                          chunk_size=self.chunk_size, first_order=self.first_order)
+                          chunk_size=self.chunk_size, first_order=self.first_order, unit_kv=self.unit_kv)
         return y, state
 
     def extra_repr(self) -> str:
         form = "" if (self.act, self.gated, self.bias, self.use_norm) == ("silu", True, False, True) else \
             f", act={self.act}, gated={self.gated}, bias={self.bias}, norm={self.use_norm}"
         order = ", first_order=True" if self.first_order else ""
+        order += "" if self.unit_kv else ", unit_kv=False"
         return f"dim={self.dim}, hidden={self.hidden}, chunk_size={self.chunk_size}{form}{order}"
 
 

@@ -32,6 +32,10 @@ class HopeConfig:
     chunk_other: int = 64  # chunk size of the key/value memories M_k, M_v
     dgd: bool = True  # False: plain GD with decay (paper Table 6, "DGD -> plain GD")
     momentum: bool = True  # chunk-level momentum (paper Table 6, "w/o momentum")
+    # this code's modelling choices beyond the paper (docs/semantics.md, "The SMT update rule"); False = ablation
+    dgd_damping: bool = True  # damp the hidden layer's DGD target by 1 + ||W1 diag(s'(z))||_F^2
+    unit_targets: bool = True  # L2-normalize the self-generated targets M_0(v)
+    velocity_decay: bool = True  # the velocity collects the weights' change incl. retention (False: steps only)
     conv_size: int = 4
     eta_init: float = 0.3  # initial inner learning rate (sigmoid gate)
     alpha_init: float = 0.99  # initial retention
@@ -42,6 +46,7 @@ class HopeConfig:
     cms_objective: str = "assoc"
     cms_step_init: float = 0.1  # initial eta_l * C_l (the summed step is large for big chunks)
     cms_first_order: bool = False  # stop-gradient on the CMS inner gradient (no second-order outer backward)
+    cms_unit_kv: bool = True  # L2-normalized keys and values of the associative CMS objective
     # attention
     rope_theta: float = 10000.0
     # misc

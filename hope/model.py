@@ -81,7 +81,7 @@ class HopeBlock(nn.Module):
             self.mixer = SelfModifyingTitans.from_config(cfg)
         step = cfg.cms_step_init
         levels = [CMSLevel(c, hidden=cfg.cms_hidden, step_init=step, backend=cfg.backend, norm_eps=cfg.norm_eps,
-                           first_order=cfg.cms_first_order) for c in cfg.cms_chunk_sizes]
+                           first_order=cfg.cms_first_order, unit_kv=cfg.cms_unit_kv) for c in cfg.cms_chunk_sizes]
         self.cms = ContinuumMemorySystem(cfg.dim, levels)
 
     def forward(self, x: Tensor, state: tuple | None = None) -> tuple[Tensor, tuple]:

@@ -48,6 +48,9 @@ class SelfModifyingTitans(nn.Module):
         chunk_other: int = 64,
         dgd: bool = True,
         momentum: bool = True,
+        damping: bool = True,
+        unit_target: bool = True,
+        velocity_decay: bool = True,
         conv_size: int = 4,
         memory_act: str = "silu",
         eta_init: float = 0.3,
@@ -64,6 +67,7 @@ class SelfModifyingTitans(nn.Module):
         d, h = self.head_dim, memory_hidden or self.head_dim
         self.chunk_memory, self.chunk_other = chunk_memory, chunk_other
         self.dgd, self.momentum, self.memory_act = dgd, momentum, memory_act
+        self.rule = dict(damping=damping, unit_target=unit_target, velocity_decay=velocity_decay)
         self.self_modifying, self.backend, self.conv_size = self_modifying, backend, conv_size
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.conv_weight = nn.Parameter(torch.empty(3 * dim, conv_size))
@@ -96,7 +100,8 @@ class SelfModifyingTitans(nn.Module):
     @classmethod
     def from_config(cls, cfg) -> SelfModifyingTitans:
         return cls(cfg.dim, cfg.n_heads, memory_hidden=cfg.memory_hidden, chunk_memory=cfg.chunk_memory,
-                   chunk_other=cfg.chunk_other, dgd=cfg.dgd, momentum=cfg.momentum, conv_size=cfg.conv_size,
+                   chunk_other=cfg.chunk_other, dgd=cfg.dgd, momentum=cfg.momentum, damping=cfg.dgd_damping,
+                   unit_target=cfg.unit_targets, velocity_decay=cfg.velocity_decay, conv_size=cfg.conv_size,
                    memory_act=cfg.memory_act, eta_init=cfg.eta_init, alpha_init=cfg.alpha_init,
                    beta_init=cfg.beta_init, self_modifying=cfg.mixer == "smt", backend=cfg.backend,
                    norm_eps=cfg.norm_eps)
@@ -124,7 +129,7 @@ class SelfModifyingTitans(nn.Module):
         qkv, conv = self._conv(self.qkv(a), state.conv)
         q, k, v = rearrange(F.silu(qkv), "b t (n h d) -> n b h t d", n=3, h=self.n_heads)
         eta, alpha, beta = rearrange(torch.sigmoid(self.gates(a)), "b t (n h) -> n b h t", n=3)
-        kw = dict(dgd=self.dgd, momentum=self.momentum, act=self.memory_act)
+        kw = dict(dgd=self.dgd, momentum=self.momentum, act=self.memory_act, **self.rule)
         kv_state = None
         # the fast state and its updates run in fp32 whatever the autocast context (docs/semantics.md)
         with torch.autocast(a.device.type, enabled=False):

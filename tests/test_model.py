@@ -89,11 +89,14 @@ def test_every_parameter_gets_a_gradient():
     assert not missing, f"parameters without gradient: {missing}"
 
 
-@pytest.mark.parametrize("mixer", ["smt", "titans"])
-def test_naive_and_chunk_backends_agree_on_logits_and_gradients(mixer):
+@pytest.mark.parametrize("mixer,choice", [("smt", None), ("titans", None), ("smt", "dgd_damping"),
+                                          ("smt", "unit_targets"), ("smt", "velocity_decay"), ("smt", "cms_unit_kv")])
+def test_naive_and_chunk_backends_agree_on_logits_and_gradients(mixer, choice):
+    """Also with each modelling-choice flag of HopeConfig off (the ablations of the evidence study)."""
     torch.manual_seed(0)
-    a = HopeLM(micro_config(mixer, backend="chunk"))
-    b = HopeLM(micro_config(mixer, backend="naive"))
+    off = {} if choice is None else {choice: False}
+    a = HopeLM(micro_config(mixer, backend="chunk", **off))
+    b = HopeLM(micro_config(mixer, backend="naive", **off))
     b.load_state_dict(a.state_dict())
     x = torch.randint(0, 64, (2, 19))
     la, lb = a(x, labels=x), b(x, labels=x)
@@ -102,6 +105,16 @@ def test_naive_and_chunk_backends_agree_on_logits_and_gradients(mixer):
     lb.loss.backward()
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-3, atol=1e-5, msg=lambda m: f"{name}: {m}")  # noqa: B023
+
+
+@pytest.mark.parametrize("choice", ["dgd_damping", "unit_targets", "velocity_decay", "cms_unit_kv"])
+def test_each_modelling_choice_flag_reaches_the_model(choice):
+    torch.manual_seed(0)
+    a = HopeLM(micro_config())
+    b = HopeLM(micro_config(**{choice: False}))
+    b.load_state_dict(a.state_dict())
+    x = torch.randint(0, 64, (2, 19))
+    assert not torch.allclose(a(x).logits, b(x).logits, atol=1e-5)
 
 
 def test_loss_is_next_token_cross_entropy_with_ignore_index():

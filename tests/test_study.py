@@ -67,6 +67,10 @@ def test_every_table_comes_from_the_raw_results(quick_study):
     assert [r[0] for r in ablations] == list(study.ABLATIONS)
     hope = _mean_bpb(raw, "lm", "HOPE")
     for row in ablations:
+        diverged = sorted(study.run_dir(raw, "ablate", row[0], 0).parent.glob("seed*/diverged.json"))
+        if diverged:
+            assert f"diverged in {len(diverged)} of" in row[3] and row[4] == "-", row
+            continue
         mean = _mean_bpb(raw, "ablate", row[0])
         assert float(row[3].split(" +- ")[0]) == pytest.approx(mean, abs=6e-4)
         assert float(row[4]) == pytest.approx(mean - hope, abs=1.5e-3)
@@ -113,3 +117,39 @@ def test_unknown_phase_is_refused(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study.py"), "--profile", "quick", "--out",
                            str(tmp_path), "--phases", "lm,nope"], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode != 0 and "unknown phase 'nope'" in proc.stderr
+
+
+def test_a_diverged_ablation_is_a_result_not_a_failure(tmp_path):
+    """train.py's abort on non-finite losses is recorded for runs that may diverge; any other failure stops."""
+    abort = [sys.executable, "-c", "print('step 7: 5 non-finite losses in a row; aborting'); raise SystemExit(1)"]
+    job = study.Job("abl", abort, tmp_path / "a" / "result.json", tmp_path / "a" / "train.log",
+                    {"label": "x", "seed": 0, "steps": 80}, tmp_path / "a" / "diverged.json")
+    study.run_jobs([job], 1)
+    assert json.loads(job.diverged.read_text())["step"] == 7 and job.done
+    other = study.Job("lm", abort, tmp_path / "b" / "result.json", tmp_path / "b" / "train.log", {})
+    with pytest.raises(RuntimeError, match="lm failed"):
+        study.run_jobs([other], 1)
+    crash = [sys.executable, "-c", "raise SystemExit(3)"]
+    job = study.Job("abl2", crash, tmp_path / "c" / "result.json", tmp_path / "c" / "train.log", {},
+                    tmp_path / "c" / "diverged.json")
+    with pytest.raises(RuntimeError, match="abl2 failed"):
+        study.run_jobs([job], 1)
+
+
+def test_report_shows_a_diverged_ablation(quick_study, tmp_path):
+    """An ablation whose seeds diverged is reported as such (with the steps), not compared."""
+    import shutil
+
+    raw, _ = quick_study
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy)
+    name = list(study.ABLATIONS)[-1]
+    for seed in range(study.PROFILES["quick"].seeds):
+        d = study.run_dir(copy, "ablate", name, seed)
+        (d / "result.json").unlink(missing_ok=True)
+        meta = json.loads((d / "meta.json").read_text())
+        (d / "diverged.json").write_text(json.dumps({"step": 2 + seed, **meta}))
+    md = Path(study_report.write_report(copy, tmp_path / "docs")).read_text()
+    row = next(r for r in _table(md, "| variant |") if r[0] == name)
+    assert "diverged in 2 of 2 seeds (stopped at step 2, 3 of 3)" in row[3] and row[4:] == ["-", "-"]
+    assert f"'{name}' diverged" not in md  # the last row tests a step size, not one of this code's choices

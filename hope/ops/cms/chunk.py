@@ -13,8 +13,15 @@ import torch
 from torch import Tensor
 
 from hope.ops.cms.chunk_loop import LevelChunks
-from hope.ops.cms.common import CMSLevelState, accumulate, check_level_inputs, level_grads, read_level
-from hope.ops.common import l2norm, segments
+from hope.ops.cms.common import (
+    CMSLevelState,
+    accumulate,
+    assoc_keys_values,
+    check_level_inputs,
+    level_grads,
+    read_level,
+)
+from hope.ops.common import segments
 
 
 def _segments(x, keys, values, eta, state, chunk_size, first_order=False):
@@ -33,7 +40,7 @@ def _segments(x, keys, values, eta, state, chunk_size, first_order=False):
 
 def cms_level_chunk(
     x: Tensor, w_key: Tensor, w_value: Tensor, eta: Tensor, state: CMSLevelState, *, chunk_size: int,
-    first_order: bool = False,
+    first_order: bool = False, unit_kv: bool = True,
 ) -> tuple[Tensor, CMSLevelState]:
     """Chunk-parallel equivalent of :func:`hope.ops.cms.naive.cms_level_naive` (same arguments).
 
@@ -43,7 +50,7 @@ def cms_level_chunk(
     """
     check_level_inputs(x, chunk_size)
     with torch.set_grad_enabled(torch.is_grad_enabled() and not first_order):  # first order: keys get no gradient
-        keys, values = l2norm(x @ w_key.transpose(-1, -2)), l2norm(x @ w_value.transpose(-1, -2))
+        keys, values = assoc_keys_values(x, w_key, w_value, unit_kv)
     if first_order:
         state = state.detach_sums()
     T = x.shape[1]

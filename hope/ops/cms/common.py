@@ -23,7 +23,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from hope.ops.common import activation, activation_grad, silu_grad
+from hope.ops.common import activation, activation_grad, l2norm, silu_grad
 
 
 @dataclasses.dataclass
@@ -87,6 +87,14 @@ class CMSLevelState:
 
         return dataclasses.replace(self, w_in=d(self.w_in), w_out=d(self.w_out), g_in=d(self.g_in),
                                    g_out=d(self.g_out), b_in=d(self.b_in), b_out=d(self.b_out))
+
+
+def assoc_keys_values(x: Tensor, w_key: Tensor, w_value: Tensor, unit: bool = True) -> tuple[Tensor, Tensor]:
+    """Keys and values of the associative objective, ``L2norm(W_k x)`` and ``L2norm(W_v x)`` (docs/semantics.md,
+    CMS item 1: unit keys and values bound the curvature of a level's summed step); ``unit=False``: the raw
+    projections (the ablation of that choice)."""
+    keys, values = x @ w_key.transpose(-1, -2), x @ w_value.transpose(-1, -2)
+    return (l2norm(keys), l2norm(values)) if unit else (keys, values)
 
 
 def swiglu(w_gate: Tensor, w_up: Tensor, w_down: Tensor, x: Tensor) -> Tensor:

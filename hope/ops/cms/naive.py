@@ -5,22 +5,29 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from hope.ops.cms.common import CMSLevelState, accumulate, assoc_grads, check_level_inputs, read_level
-from hope.ops.common import l2norm
+from hope.ops.cms.common import (
+    CMSLevelState,
+    accumulate,
+    assoc_grads,
+    assoc_keys_values,
+    check_level_inputs,
+    read_level,
+)
 
 
 def cms_level_naive(
     x: Tensor, w_key: Tensor, w_value: Tensor, eta: Tensor, state: CMSLevelState, *, chunk_size: int,
-    first_order: bool = False,
+    first_order: bool = False, unit_kv: bool = True,
 ) -> tuple[Tensor, CMSLevelState]:
     """Read ``MLP_theta(x_t)`` token by token, summing the inner gradient; step at each chunk end.
 
     ``x (B, T, D)`` is the level's (normalized) input; ``w_key``, ``w_value`` ``(D, D)`` the static
     projections of the associative objective; ``eta`` the level's step size. Returns ``(y, state)``.
     ``first_order``: the inner gradient is a constant for the outer gradient (``theta - eta * sg(sum grad)``).
+    ``unit_kv``: unit-norm keys and values (:func:`hope.ops.cms.common.assoc_keys_values`).
     """
     check_level_inputs(x, chunk_size)
-    keys, values = l2norm(x @ w_key.transpose(-1, -2)), l2norm(x @ w_value.transpose(-1, -2))
+    keys, values = assoc_keys_values(x, w_key, w_value, unit_kv)
     state = state.detach_sums() if first_order else state
     outs = []
     for t in range(x.shape[1]):

@@ -13,8 +13,6 @@ partial chunk is padded with tokens that change nothing (eta = 0, alpha = 1).
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -22,6 +20,7 @@ from torch.autograd.function import once_differentiable
 
 from hope.ops.common import l2norm
 from hope.ops.dgd.common import (
+    Flags,
     MemoryState,
     activation,
     activation_grad,
@@ -43,17 +42,23 @@ from hope.ops.dgd.vjp import (
 _GATE_FIELDS = ("eg", "egp", "eend", "elast", "strict", "causal")
 
 
-@dataclasses.dataclass(frozen=True)
-class Flags:
-    dgd: bool
-    momentum: bool
-    self_target: bool
-    act: str
+def _end(f: Flags, w1e, w2e, a1, a2, v1, v2, c1, c2):
+    """The state after a chunk that started from the anchors ``a1``, ``a2``: the velocity collects the change
+    of the weights, or with ``velocity_decay=False`` the chunk's steps ``sum_t c_t u_t^T`` (``c1``, ``c2``: the
+    gated steps' caches)."""
+    if f.velocity_decay:
+        return w1e, w2e, collect_velocity(v1, w1e, a1), collect_velocity(v2, w2e, a2)
+    return w1e, w2e, *(None if v is None else v + c.c.transpose(-1, -2) @ c.u for v, c in ((v1, c1), (v2, c2)))
 
 
-def _end(w1e, w2e, a1, a2, v1, v2):
-    """The state after a chunk that started from the anchors ``a1``, ``a2``."""
-    return w1e, w2e, collect_velocity(v1, w1e, a1), collect_velocity(v2, w2e, a2)
+def _velocity_cotangents(f: Flags, g_w1, g_w2, g_v1, g_v2):
+    """Split the cotangents of a chunk's end velocities over what produced them: returns those of the end
+    weights, of the anchors and of the steps' sums (None unless ``velocity_decay=False``)."""
+    if not f.momentum:
+        return (g_w1, g_w2), (0, 0), (None, None)
+    if f.velocity_decay:  # V_end = V_in + W_end - A
+        return (g_w1 + g_v1, g_w2 + g_v2), (-g_v1, -g_v2), (None, None)
+    return (g_w1, g_w2), (0, 0), (g_v1, g_v2)  # V_end = V_in + C^T U
 
 
 def _chunked(t: Tensor, chunk_size: int, token_dim: int) -> Tensor:
@@ -96,14 +101,14 @@ def _memory_chunk(f: Flags, state, k, v, q, eta, eta2, gates, tinv, read, beta):
     a1, a2, v1, v2 = open_chunk(*state, beta, f.momentum)
     mc = {}
     m = memory_forward(a1, a2, v, f.act, mc) if f.self_target else None
-    target = l2norm(m) if f.self_target else v
+    target = (l2norm(m) if f.unit_target else m) if f.self_target else v
     ig = {}
-    u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd, ig)
+    u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd, ig, f.damping)
     w2e, y2, c2 = gated_step(a2, k, e2, q, eta2, gates, f.dgd, tinv, read)
     hq = activation(y2, f.act)
     w1e, y1, c1 = gated_step(a1, u1, e1, hq, effective_eta(eta, u1, f.dgd), gates, f.dgd)
     saved = (a1, a2, m, mc, ig, u1, y2, c1, c2)
-    return q + y1, _end(w1e, w2e, a1, a2, v1, v2), (a1, a2), saved
+    return q + y1, _end(f, w1e, w2e, a1, a2, v1, v2, c1, c2), (a1, a2), saved
 
 
 class MemoryChunks(torch.autograd.Function):
@@ -144,18 +149,19 @@ class MemoryChunks(torch.autograd.Function):
         for j in reversed(range(n)):
             gates = _gates_of(fields, j)
             a1, a2, m, mc, ig, u1, y2, c1, c2 = ctx.saved[j]
-            gw1, gw2 = (g_w1 + g_v1, g_w2 + g_v2) if f.momentum else (g_w1, g_w2)
-            ga1, ga2 = (-g_v1, -g_v2) if f.momentum else (0, 0)
+            (gw1, gw2), (ga1, ga2), (gs1, gs2) = _velocity_cotangents(f, g_w1, g_w2, g_v1, g_v2)
             if j == n - 1:
                 ga1, ga2 = ga1 + g_a1, ga2 + g_a2
-            s1 = gated_step_vjp(c1, gates, f.dgd, gw1, g_outs[j])
+            s1 = gated_step_vjp(c1, gates, f.dgd, gw1, g_outs[j], gs1)
             g_eta, g_u1 = effective_eta_vjp(eta_[j], u1, s1.eta, f.dgd)
             g_u1 = s1.u if g_u1 is None else s1.u + g_u1
-            s2 = gated_step_vjp(c2, gates, f.dgd, gw2, s1.x * activation_grad(y2, f.act))
-            g_k, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k_[j], f.act, f.dgd, g_u1, s1.e, s2.e)
+            s2 = gated_step_vjp(c2, gates, f.dgd, gw2, s1.x * activation_grad(y2, f.act), gs2)
+            g_k, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k_[j], f.act, f.dgd, g_u1, s1.e, s2.e,
+                                                      f.damping)
             ga1, ga2 = ga1 + s1.w + ia1, ga2 + s2.w + ia2
             if f.self_target:
-                g_v, ma1, ma2 = memory_forward_vjp(a1, a2, v_[j], l2norm_vjp(m, g_target), f.act, mc)
+                g_m = l2norm_vjp(m, g_target) if f.unit_target else g_target
+                g_v, ma1, ma2 = memory_forward_vjp(a1, a2, v_[j], g_m, f.act, mc)
                 ga1, ga2 = ga1 + ma1, ga2 + ma2
             else:
                 g_v = g_target
@@ -177,8 +183,9 @@ class MemoryChunks(torch.autograd.Function):
         return (None, *tok, *vec, *mats, _stack(acc["beta"], -1), g_w1, g_w2, g_v1, g_v2)
 
 
-def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size, dgd, momentum, self_target, act):
+def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size: int, f: Flags):
     """Main memory over whole chunks starting at a chunk boundary (the last one may be partial)."""
+    dgd, momentum = f.dgd, f.momentum
     T = k.shape[-2]
     k, v, q = (_chunked(t, chunk_size, -2) for t in (k, v, q))
     eta, log_alpha, beta = (_chunked(t, chunk_size, -1) for t in (eta, log_alpha, beta))  # padding: no-op
@@ -190,7 +197,6 @@ def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size,
         eye = torch.eye(chunk_size, dtype=k.dtype, device=k.device).expand_as(lower)
         tinv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
     read = gates.causal * (q @ k.transpose(-1, -2))
-    f = Flags(dgd, momentum, self_target, act)
     lead = k.shape[:-3]
     out, *st = MemoryChunks.apply(
         f, *(_flat(t, lead, 3) for t in (k, v, q)),
@@ -216,11 +222,11 @@ def _kv_chunk(f: Flags, state, kv_in, eta, gates, beta):
     k = l2norm(k_raw)
     k2, v2_ = k.repeat(2, 1, 1), v.repeat(2, 1, 1)  # each memory regresses M(k) onto its target of v
     m = memory_forward(a1, a2, v2_, f.act, mc)
-    u1, e1, _, e2 = inner_grads(a1, a2, k2, l2norm(m), f.act, f.dgd, ig)
+    u1, e1, _, e2 = inner_grads(a1, a2, k2, l2norm(m) if f.unit_target else m, f.act, f.dgd, ig, f.damping)
     w2e, _, c2 = gated_step(a2, k2, e2, None, effective_eta(eta, k2, f.dgd), gates, f.dgd)
     w1e, _, c1 = gated_step(a1, u1, e1, None, effective_eta(eta, u1, f.dgd), gates, f.dgd)
     saved = (a1, a2, kvc, k_raw, k2, v2_, m, mc, ig, u1, c1, c2)
-    return k, v, _end(w1e, w2e, a1, a2, v1, v2), (a1, a2), saved
+    return k, v, _end(f, w1e, w2e, a1, a2, v1, v2, c1, c2), (a1, a2), saved
 
 
 class KVChunks(torch.autograd.Function):
@@ -255,18 +261,18 @@ class KVChunks(torch.autograd.Function):
             gates = _gates_of(fields, j)
             eta = eta_[j]
             a1, a2, kvc, k_raw, k2, v2_, m, mc, ig, u1, c1, c2 = ctx.saved[j]
-            gw1, gw2 = (g_w1 + g_v1, g_w2 + g_v2) if f.momentum else (g_w1, g_w2)
-            ga1, ga2 = (-g_v1, -g_v2) if f.momentum else (0, 0)
+            (gw1, gw2), (ga1, ga2), (gs1, gs2) = _velocity_cotangents(f, g_w1, g_w2, g_v1, g_v2)
             if j == n - 1:
                 ga1, ga2 = ga1 + g_a1, ga2 + g_a2
-            s1 = gated_step_vjp(c1, gates, f.dgd, gw1, None)
+            s1 = gated_step_vjp(c1, gates, f.dgd, gw1, None, gs1)
             g_eta, g_u1 = effective_eta_vjp(eta, u1, s1.eta, f.dgd)
             g_u1 = s1.u if g_u1 is None else s1.u + g_u1
-            s2 = gated_step_vjp(c2, gates, f.dgd, gw2, None)
+            s2 = gated_step_vjp(c2, gates, f.dgd, gw2, None, gs2)
             g_eta2, g_k2 = effective_eta_vjp(eta, k2, s2.eta, f.dgd)
             g_k2 = s2.u if g_k2 is None else s2.u + g_k2
-            ik, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k2, f.act, f.dgd, g_u1, s1.e, s2.e)
-            mv, ma1, ma2 = memory_forward_vjp(a1, a2, v2_, l2norm_vjp(m, g_target), f.act, mc)
+            ik, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k2, f.act, f.dgd, g_u1, s1.e, s2.e, f.damping)
+            g_m = l2norm_vjp(m, g_target) if f.unit_target else g_target
+            mv, ma1, ma2 = memory_forward_vjp(a1, a2, v2_, g_m, f.act, mc)
             ga1, ga2 = ga1 + s1.w + ia1 + ma1, ga2 + s2.w + ia2 + ma2
             g_k = sum((g_k2 + ik).chunk(2))  # the key and value inputs were repeated for both memories
             g_v = g_vs[j] + sum(mv.chunk(2))
@@ -286,13 +292,14 @@ class KVChunks(torch.autograd.Function):
                 g_w1, g_w2, g_v1, g_v2)
 
 
-def kv_chunks(k_in, v_in, eta, log_alpha, beta, state: MemoryState, chunk_size, dgd, momentum, act):
-    """Key/value memories over whole chunks starting at a chunk boundary (the last one may be partial)."""
+def kv_chunks(k_in, v_in, eta, log_alpha, beta, state: MemoryState, chunk_size: int, f: Flags):
+    """Key/value memories over whole chunks starting at a chunk boundary (the last one may be partial;
+    ``f.self_target`` is ignored: these memories always generate their targets)."""
+    momentum = f.momentum
     T = k_in.shape[-2]
     k_in, v_in = (_chunked(t, chunk_size, -2) for t in (k_in, v_in))
     eta, log_alpha, beta = (_chunked(t, chunk_size, -1) for t in (eta, log_alpha, beta))
     gates = ChunkGates.from_log_alpha(log_alpha)
-    f = Flags(dgd, momentum, True, act)
     lead = k_in.shape[:-3]  # (B, H)
     mems = (2, *lead)  # the key and value memories become one flat axis of 2N
     k, v, *st = KVChunks.apply(

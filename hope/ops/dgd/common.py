@@ -15,6 +15,19 @@ from torch import Tensor
 from hope.ops.common import activation, activation_grad, l2norm  # noqa: F401  (re-exported)
 
 
+@dataclasses.dataclass(frozen=True)
+class Flags:
+    """The switches of the update rule, as the ops' keyword arguments of the same names (docs/semantics.md)."""
+
+    dgd: bool = True
+    momentum: bool = True
+    self_target: bool = True
+    act: str = "silu"
+    damping: bool = True
+    unit_target: bool = True
+    velocity_decay: bool = True
+
+
 @dataclasses.dataclass
 class MemoryState:
     """In-context state of a (bank of) MLP memories.
@@ -72,17 +85,19 @@ def memory_forward(w1: Tensor, w2: Tensor, x: Tensor, act: str, cache: dict | No
     return x + h @ w1.transpose(-1, -2)
 
 
-def self_generated_target(a1: Tensor, a2: Tensor, v: Tensor, act: str) -> Tensor:
+def self_generated_target(a1: Tensor, a2: Tensor, v: Tensor, act: str, unit: bool = True) -> Tensor:
     """The self-generated target ``L2norm(M_0(v))`` of a memory at its anchor (paper Eq. 87/90).
 
     Normalized like the keys: a memory taught to map ``k`` to its own (unnormalized) output at ``v`` feeds its
     growth back into its next target and diverges geometrically (docs/semantics.md, SMT item 6).
+    ``unit=False``: the raw ``M_0(v)`` (the ablation of that choice).
     """
-    return l2norm(memory_forward(a1, a2, v, act))
+    m = memory_forward(a1, a2, v, act)
+    return l2norm(m) if unit else m
 
 
 def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd: bool = True,
-                cache: dict | None = None):
+                cache: dict | None = None, damping: bool = True):
     """Layer inputs ``u`` and error terms ``e`` of the inner loss ``0.5 ||M(k) - target||^2``, per layer.
 
     Evaluated at the anchor ``(a1, a2)`` for keys ``k (..., n, d)``; returns ``(u1, e1, u2, e2)`` for ``W1`` and
@@ -91,7 +106,8 @@ def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd
     ``W_t = alpha W_{t-1} - eta' (W_{t-1} u + e) u^T`` regresses the current state onto ``y*``:
     ``y*_1 = target - k`` for the output layer (exact: its curvature is the identity) and
     ``y*_2 = z - delta_2 / (1 + ||J||_F^2)`` for the hidden layer, a damped (Levenberg-Marquardt) step in its
-    output space with ``J = W1_0 diag(s'(z))``, so a large ``W1`` cannot make the hidden step overshoot.
+    output space with ``J = W1_0 diag(s'(z))``, so a large ``W1`` cannot make the hidden step overshoot;
+    ``damping=False`` drops that factor (``y*_2 = z - delta_2``, the ablation of the choice).
     ``cache``: a dict that receives the intermediates :func:`hope.ops.dgd.vjp.inner_grads_vjp` needs.
     """
     z = k @ a2.transpose(-1, -2)
@@ -104,6 +120,8 @@ def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd
         cache.update(z=z, h=h, r=r, slope=slope, ra=ra, delta2=delta2)
     if not dgd:
         return h, r, k, delta2
+    if not damping:
+        return h, k - target, k, delta2 - z
     sq = (a1 * a1).sum(-2)
     den = 1 + (slope * slope) @ sq[..., :, None]  # 1 + ||W1_0 diag(s'(z_t))||_F^2, (..., n, 1)
     if cache is not None:
@@ -121,9 +139,15 @@ def open_chunk(w1: Tensor, w2: Tensor, v1: Tensor | None, v2: Tensor | None, bet
     return w1 + v1, w2 + v2, v1, v2
 
 
-def collect_velocity(v: Tensor | None, w_new: Tensor, w_old: Tensor) -> Tensor | None:
-    """Heavy-ball momentum: the velocity collects the change of the weights (None when momentum is off)."""
-    return None if v is None else v + (w_new - w_old)
+def collect_velocity(v: Tensor | None, w_new: Tensor, w_old: Tensor, alpha: Tensor | None = None) -> Tensor | None:
+    """Heavy-ball momentum: the velocity collects the change of the weights (None when momentum is off).
+
+    ``alpha`` (the token's retention, broadcast over the matrix): collect the step ``w_new - alpha w_old`` only,
+    without the retention decay (``velocity_decay=False``; Titans Eq. 9-10, where forgetting acts on the
+    memory and not on its momentum)."""
+    if v is None:
+        return None
+    return v + (w_new - (w_old if alpha is None else alpha[..., None, None] * w_old))
 
 
 def start_chunk(state: MemoryState, beta: Tensor, momentum: bool) -> MemoryState:

@@ -42,13 +42,15 @@ def _dgd_token(w: Tensor, u: Tensor, err: Tensor, eta: Tensor, alpha: Tensor, dg
 
 
 def _update(state: MemoryState, k: Tensor, target: Tensor, eta: Tensor, alpha: Tensor, dgd: bool,
-            act: str) -> MemoryState:
+            act: str, damping: bool, velocity_decay: bool) -> MemoryState:
     """Apply one token (``k``, ``target`` of shape ``(..., d)``) to every memory in ``state``; the velocity
-    collects the change of the weights."""
-    u1, e1, u2, e2 = inner_grads(state.a1, state.a2, k[..., None, :], target[..., None, :], act, dgd)
+    collects the change of the weights (without the retention decay when ``velocity_decay=False``)."""
+    u1, e1, u2, e2 = inner_grads(state.a1, state.a2, k[..., None, :], target[..., None, :], act, dgd,
+                                 damping=damping)
     w1 = _dgd_token(state.w1, u1[..., 0, :], e1[..., 0, :], eta, alpha, dgd)
     w2 = _dgd_token(state.w2, u2[..., 0, :].expand_as(e1[..., 0, :]), e2[..., 0, :], eta, alpha, dgd)
-    v1, v2 = collect_velocity(state.v1, w1, state.w1), collect_velocity(state.v2, w2, state.w2)
+    keep = None if velocity_decay else alpha
+    v1, v2 = collect_velocity(state.v1, w1, state.w1, keep), collect_velocity(state.v2, w2, state.w2, keep)
     return MemoryState(w1, w2, state.a1, state.a2, v1, v2, state.offset)
 
 
@@ -66,11 +68,16 @@ def dgd_memory_naive(
     momentum: bool = True,
     self_target: bool = True,
     act: str = "silu",
+    damping: bool = True,
+    unit_target: bool = True,
+    velocity_decay: bool = True,
 ) -> tuple[Tensor, MemoryState]:
     """The main memory of (self-modifying) Titans, one token at a time.
 
-    Writes key ``k_t`` with target ``M_0(v_t)`` (``self_target``, paper Eq. 87) or ``v_t``, then reads
-    ``o_t = M_t(q_t)`` from the per-token state that includes token t's write. Returns ``(o, state)``.
+    Writes key ``k_t`` with target ``L2norm(M_0(v_t))`` (``self_target``, paper Eq. 87/90; unnormalized with
+    ``unit_target=False``) or ``v_t``, then reads ``o_t = M_t(q_t)`` from the per-token state that includes
+    token t's write. ``damping``: the hidden layer's damped target (:func:`inner_grads`); ``velocity_decay``:
+    the velocity collects the retention decay too (:func:`collect_velocity`). Returns ``(o, state)``.
     """
     check_inputs(chunk_size, k=k, v=v, q=q)
     outs = []
@@ -78,8 +85,9 @@ def dgd_memory_naive(
         if state.offset == 0:
             state = start_chunk(state, beta[..., t], momentum)
         vt = v[..., t, :]
-        target = self_generated_target(state.a1, state.a2, vt[..., None, :], act)[..., 0, :] if self_target else vt
-        state = _update(state, k[..., t, :], target, eta[..., t], alpha[..., t], dgd, act)
+        target = (self_generated_target(state.a1, state.a2, vt[..., None, :], act, unit_target)[..., 0, :]
+                  if self_target else vt)
+        state = _update(state, k[..., t, :], target, eta[..., t], alpha[..., t], dgd, act, damping, velocity_decay)
         outs.append(memory_forward(state.w1, state.w2, q[..., t, None, :], act)[..., 0, :])
         state.offset = (state.offset + 1) % chunk_size
     return torch.stack(outs, dim=-2), state
@@ -97,12 +105,15 @@ def smt_kv_naive(
     dgd: bool = True,
     momentum: bool = True,
     act: str = "silu",
+    damping: bool = True,
+    unit_target: bool = True,
+    velocity_decay: bool = True,
 ) -> tuple[Tensor, Tensor, MemoryState]:
     """The self-modifying key and value memories (stacked on dim 0 of ``state``: 0 = M_k, 1 = M_v).
 
     At the chunk-start state: ``k_t = L2norm(M_k(k_in_t))``, ``v_t = M_v(v_in_t)`` and the self-generated
-    targets ``M_k(v_t)``, ``M_v(v_t)`` (paper Eq. 90); each memory then takes a DGD step on key ``k_t``.
-    Returns ``(k, v, state)``.
+    targets ``L2norm(M_k(v_t))``, ``L2norm(M_v(v_t))`` (paper Eq. 90); each memory then takes a DGD step on
+    key ``k_t``. The flags as in :func:`dgd_memory_naive`. Returns ``(k, v, state)``.
     """
     check_inputs(chunk_size, k_in=k_in, v_in=v_in)
     ks, vs = [], []
@@ -112,8 +123,8 @@ def smt_kv_naive(
         a1, a2 = state.a1, state.a2
         kt = l2norm(memory_forward(a1[0], a2[0], k_in[..., t, None, :], act))[..., 0, :]
         vt = memory_forward(a1[1], a2[1], v_in[..., t, None, :], act)[..., 0, :]
-        targets = self_generated_target(a1, a2, vt[..., None, :], act)[..., 0, :]
-        state = _update(state, kt, targets, eta[..., t], alpha[..., t], dgd, act)
+        targets = self_generated_target(a1, a2, vt[..., None, :], act, unit_target)[..., 0, :]
+        state = _update(state, kt, targets, eta[..., t], alpha[..., t], dgd, act, damping, velocity_decay)
         state.offset = (state.offset + 1) % chunk_size
         ks.append(kt)
         vs.append(vt)

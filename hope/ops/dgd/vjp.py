@@ -35,17 +35,21 @@ def memory_forward_vjp(w1: Tensor, w2: Tensor, x: Tensor, g: Tensor, act: str,
 
 
 def inner_grads_vjp(cache: dict, a1: Tensor, a2: Tensor, k: Tensor, act: str, dgd: bool,
-                    g_u1: Tensor, g_e1: Tensor, g_e2: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+                    g_u1: Tensor, g_e1: Tensor, g_e2: Tensor,
+                    damping: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Cotangents ``(k, target, a1, a2)`` of :func:`hope.ops.dgd.common.inner_grads` given those of its
     outputs ``u1 = s(z)``, ``e1`` and ``e2`` (its output ``u2 = k`` is the caller's to add); ``cache`` is the
-    dict the forward filled."""
+    dict the forward filled (with the same ``dgd`` and ``damping``)."""
     z, h, r, slope, ra = cache["z"], cache["h"], cache["r"], cache["slope"], cache["ra"]
     if dgd:
-        sq, den = cache["sq"], cache["den"]
-        g_delta2 = g_e2 / den
-        g_curv = -(g_e2 * cache["delta2"]).sum(-1, keepdim=True) / (den * den)
-        g_slope = 2 * slope * g_curv * sq[..., None, :]
-        g_a1 = 2 * a1 * ((slope * slope) * g_curv).sum(-2)[..., None, :]
+        if damping:
+            sq, den = cache["sq"], cache["den"]
+            g_delta2 = g_e2 / den
+            g_curv = -(g_e2 * cache["delta2"]).sum(-1, keepdim=True) / (den * den)
+            g_slope = 2 * slope * g_curv * sq[..., None, :]
+            g_a1 = 2 * a1 * ((slope * slope) * g_curv).sum(-2)[..., None, :]
+        else:
+            g_delta2, g_slope, g_a1 = g_e2, 0, 0
         g_z, g_k, g_r = -g_e2, g_e1, None
         g_target = -g_e1
     else:
@@ -104,8 +108,10 @@ class GatedStepGrads:
     read: Tensor | None = None
 
 
-def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y: Tensor | None) -> GatedStepGrads:
-    """Cotangents of one gated step's inputs given those of its end state ``g_wend`` and read-out ``g_y``.
+def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y: Tensor | None,
+                   g_steps: Tensor | None = None) -> GatedStepGrads:
+    """Cotangents of one gated step's inputs given those of its end state ``g_wend``, read-out ``g_y`` and
+    (``g_steps``, when the velocity collected it) the sum of its steps ``S = C^T U``.
 
     Forward (per token t, all inputs from the anchor): ``W_end = elast W + (eend o C)^T U``,
     ``Y = eg o (X W^T) + (causal o X U^T) C``, ``(I + L) C = R`` with ``L = eta' o strict o U U^T`` and
@@ -118,6 +124,9 @@ def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y:
     g_c = gates.eend[..., None] * ugw
     g_gates["eend"] = (c * ugw).sum(-1)
     g_u = (c * gates.eend[..., None]) @ g_wend
+    if g_steps is not None:
+        g_c = g_c + u @ g_steps.transpose(-1, -2)
+        g_u = g_u + c @ g_steps
     g_x = g_tinv = g_read = None
     if g_y is not None:
         eg_gy = gates.eg[..., None] * g_y
