@@ -90,7 +90,7 @@ PROFILES = {
                      mqar_steps=2, mqar_batch=4, mqar_lengths="32,64", mqar_pairs="2,4", passkey_lengths="128,256",
                      position_len=256, position_bucket=64),
     "full": Profile(steps=80, lr=2e-3, batch=4, seq_len=256, seeds=3, val_tokens=16384, model={}, mqar_steps=200,
-                    mqar_batch=16, mqar_lengths="64,128,256", mqar_pairs="4,8,16",
+                    mqar_batch=16, mqar_lengths="64,128,256,512", mqar_pairs="4,8,16",
                     passkey_lengths="1024,2048,4096,8192,16384",
                     position_len=4096, position_bucket=256),
 }
