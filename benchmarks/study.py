@@ -53,8 +53,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any]]] = {
     "3 in-context CMS levels": ("paper Table 6: CMS levels",
                                 {"cms_chunk_sizes": [16, 32, 128, None], "cms_hidden": 192}),
     "first-order CMS outer gradient": ("this code: exact second-order outer gradient", {"cms_first_order": True}),
-    "undamped hidden-layer DGD step": ("this code: the hidden layer's DGD target damped by the curvature of the layer above",
-                                       {"dgd_damping": False}),
+    "undamped hidden-layer DGD step": ("this code: the hidden layer's DGD target damped by the curvature of the "
+                                       "layer above", {"dgd_damping": False}),
     "velocity without retention decay": ("this code: the momentum velocity collects the retention decay too "
                                          "(ablation: the steps only, Titans Eq. 9-10)", {"velocity_decay": False}),
     "raw self-generated targets": ("this code: unit-norm self-generated targets L2norm(M_0(v))",

@@ -47,7 +47,11 @@ def init_distributed(device: str = "auto") -> DistInfo:
 
 
 def destroy_distributed() -> None:
+    """Leave the process group together: a barrier first, so no rank tears down its gloo/NCCL connections while
+    another still works (rank 0 writes the plot and result after the others are done; a rank destroying its group
+    meanwhile aborted in teardown under CI load)."""
     if dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -15,8 +15,9 @@ import torch
 pytest.importorskip("triton")
 
 from hope.kernels.dgd import op  # noqa: E402
-from hope.ops.dgd.chunk import dgd_memory_chunk, linear_chunk, smt_kv_chunk  # noqa: E402
+from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk  # noqa: E402
 from hope.ops.dgd.common import MemoryState  # noqa: E402
+from hope.ops.dgd.linear import linear_chunk  # noqa: E402
 
 INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 DEVICE = "cpu" if INTERPRET or not torch.cuda.is_available() else "cuda"

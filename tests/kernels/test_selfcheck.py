@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from types import SimpleNamespace
 
 import pytest
@@ -74,3 +75,17 @@ def test_auto_backend_uses_triton_on_cuda_only_after_the_check(monkeypatch):
     monkeypatch.setenv(backend.AUTO_TRITON_ENV, "0")
     assert backend.resolve_backend("auto", "cuda") == "chunk"
     assert backend.resolve_backend("triton", "cpu") == "triton"
+
+
+def test_gpu_check_script_refuses_without_a_gpu():
+    """scripts/gpu_check.sh is valid bash and, where torch sees no CUDA GPU, stops with a clear message."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: the script would run the real check")
+    proc = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHON": sys.executable})
+    assert proc.returncode != 0 and "needs a CUDA GPU" in proc.stderr

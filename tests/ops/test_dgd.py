@@ -229,3 +229,44 @@ def test_bad_chunk_size_is_a_clear_error():
     inp = make_inputs(3)
     with pytest.raises(ValueError, match="chunk_size"):
         run(dgd_memory_chunk, inp, 0, True, True)
+
+
+class CountingStep:
+    """A step that delegates to the PyTorch one and counts its calls: what a backend plugs into the driver."""
+
+    name, steps_sum, uses_gates = "counting", True, True
+
+    def __init__(self):
+        from hope.ops.dgd.step import TORCH_STEP
+
+        self.inner, self.calls = TORCH_STEP, {"forward": 0, "backward": 0}
+
+    def forward(self, *args):
+        self.calls["forward"] += 1
+        return self.inner.forward(*args)
+
+    def steps(self, ctx):
+        return self.inner.steps(ctx)
+
+    def backward(self, *args):
+        self.calls["backward"] += 1
+        return self.inner.backward(*args)
+
+
+@pytest.mark.parametrize("op", ["memory", "kv"])
+def test_one_driver_with_a_pluggable_step(op):
+    """Both ops run every chunk, including the rest of a chunk an earlier call left open, through the one driver
+    and its step: two steps (one per layer) per chunk in each direction, and the results of the default step."""
+    inp = make_inputs(21, n_mem=None if op == "memory" else 2)
+    chunk_op = dgd_memory_chunk if op == "memory" else smt_kv_chunk
+    step = CountingStep()
+    plugged = lambda *a, **kw: chunk_op(*a, step=step, **kw)  # noqa: E731
+    loss_p, out_p, _ = run(plugged, inp, 8, True, True, splits=(5,))
+    loss_d, out_d, _ = run(chunk_op, inp, 8, True, True, splits=(5,))
+    for a, b in zip(out_p, out_d):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    chunks = 1 + 3  # tokens 0-4 (one chunk), then 5-7 (the rest of it, continued), 8-15 and 16-20
+    assert step.calls["forward"] == 2 * chunks
+    for gp, gd in zip(grads(loss_p, inp), grads(loss_d, inp)):
+        torch.testing.assert_close(gp, gd, rtol=0, atol=0)
+    assert step.calls["backward"] == 2 * chunks

@@ -5,7 +5,7 @@
 import pytest
 import torch
 
-from hope.kernels.dgd.op import linear_chunk as triton_linear_chunk
+from hope.kernels.dgd.op import TRITON_STEP
 from hope.ops.dgd import MemoryState, dgd_memory_chunk, dgd_memory_naive, smt_kv_chunk, smt_kv_naive
 from tests.ops.test_dgd import B, grads, make_inputs, run
 
@@ -77,4 +77,4 @@ def test_triton_step_refuses_velocity_without_decay():
     state = MemoryState.from_params(inp["w1"], inp["w2"], B, True)
     with pytest.raises(ValueError, match="velocity_decay=False"):
         dgd_memory_chunk(inp["k"], inp["v"], inp["q"], inp["eta"], inp["alpha"], inp["beta"], state, chunk_size=4,
-                         velocity_decay=False, linear=triton_linear_chunk)
+                         velocity_decay=False, step=TRITON_STEP)

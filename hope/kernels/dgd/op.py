@@ -1,10 +1,11 @@
 """Autograd wrapper of the Triton chunk kernels and the ``dgd_memory`` / ``smt_kv`` ops built on them.
 
-``linear_chunk`` has the signature and semantics of :func:`hope.ops.dgd.chunk.linear_chunk`; its forward and
-backward are the Triton kernels of ``hope/kernels/dgd/fwd.py`` and ``hope/kernels/dgd/bwd.py``. ``dgd_memory`` and
-``smt_kv`` follow :mod:`hope.ops.dgd.chunk` exactly, with the per-chunk linear-map work on the kernels:
-the loop over chunks, the momentum step at chunk starts, the inner gradients at the anchor and the
-self-generated targets stay in PyTorch (autograd differentiates those; see ``hope/kernels/README.md``).
+``linear_chunk`` has the signature and semantics of :func:`hope.ops.dgd.linear.linear_chunk`; its forward and
+backward are the Triton kernels of ``hope/kernels/dgd/fwd.py`` and ``hope/kernels/dgd/bwd.py``. ``TRITON_STEP``
+plugs the same kernels into the one chunk driver (:mod:`hope.ops.dgd.chunk_loop`) as its per-chunk step, so
+``dgd_memory`` and ``smt_kv`` are :mod:`hope.ops.dgd.chunk` with the linear-map work on the kernels: the loop over
+chunks, the momentum step at chunk starts, the inner gradients at the anchor and the self-generated targets
+stay in PyTorch with their analytic backward (see ``hope/kernels/README.md``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hope.kernels.dgd.bwd import linear_chunk_bwd_kernel
 from hope.kernels.dgd.fwd import linear_chunk_fwd_kernel
 from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk
 from hope.ops.dgd.common import MemoryState
+from hope.ops.dgd.step import StepGrads, StepHint
 
 #: Allocate kernel outputs NaN-filled instead of uninitialised, so an element a kernel fails to write is
 #: caught by the parity tests (set by ``tests/kernels/conftest.py``; costs a fill, so off by default).
@@ -50,62 +52,96 @@ def _meta(n: int, m: int, k: int, dtype: torch.dtype) -> dict:
     return dict(BT=bt, BM=bm, BK=bk, DOT_PREC=prec, num_warps=warps)
 
 
+def linear_chunk_forward(w, u, delta, x, eta, la, dgd: bool) -> tuple[Tensor, Tensor | None, Tensor, tuple]:
+    """The forward kernel on flat ``(N, ...)`` operands: ``(w_end, y, s)`` and what the backward needs."""
+    N, n, k = u.shape
+    m = w.shape[-2]
+    w, u, delta, eta, la = (t.contiguous() for t in (w, u, delta, eta, la))
+    x = None if x is None else x.contiguous()
+    meta = _meta(n, m, k, w.dtype)
+    w_end = _empty(w.shape, w.dtype, w.device)
+    s = _empty(w.shape, w.dtype, w.device)
+    y = None if x is None else _empty((N, n, m), x.dtype, w.device)
+    if N > 0 and n > 0:
+        grid = (N, triton.cdiv(m, meta["BM"]))
+        linear_chunk_fwd_kernel[grid](
+            w, u, delta, x if x is not None else u, eta, la, w_end, y if y is not None else w_end, s,
+            n, m, k, DGD=dgd, HAS_X=x is not None, **meta)
+    return w_end, y, s, (w, u, delta, x, eta, la)
+
+
+def linear_chunk_backward(saved: tuple, dgd: bool, dwend: Tensor | None, dy: Tensor | None, ds: Tensor | None):
+    """The backward kernel: cotangents ``(w, u, delta, x, eta, la)`` given those of ``(w_end, y, s)``."""
+    w, u, delta, x, eta, la = saved
+    N, n, k = u.shape
+    m = w.shape[-2]
+    dwend = torch.zeros_like(w) if dwend is None else dwend.contiguous()
+    ds = torch.zeros_like(w) if ds is None else ds.contiguous()
+    if x is not None:
+        dy = torch.zeros(N, n, m, dtype=x.dtype, device=x.device) if dy is None else dy.contiguous()
+    meta = _meta(n, m, k, w.dtype)
+    nb = triton.cdiv(m, meta["BM"])
+    f32 = torch.float32
+    dw = _empty(w.shape, w.dtype, w.device)
+    dd = _empty(delta.shape, delta.dtype, w.device)
+    du = _empty((N, nb, n, k), f32, w.device)
+    dx = _empty((N, nb, n, k), f32, w.device) if x is not None else None
+    deta = _empty((N, nb, n), f32, w.device)
+    dla = _empty((N, nb, n), f32, w.device)
+    if N > 0 and n > 0:
+        linear_chunk_bwd_kernel[(N, nb)](
+            w, u, delta, x if x is not None else u, eta, la,
+            dwend, dy if dy is not None else dwend, ds,
+            dw, dd, du, dx if dx is not None else du, deta, dla,
+            n, m, k, nb, DGD=dgd, HAS_X=x is not None, **meta)
+    du = du.sum(1).to(u.dtype)
+    dx = None if dx is None else dx.sum(1).to(x.dtype)
+    return dw, du, dd, dx, deta.sum(1).to(eta.dtype), dla.sum(1).to(la.dtype)
+
+
 class LinearChunkFunction(torch.autograd.Function):
     """``(w_end, y, s)`` of one chunk for ``N`` independent memories; tensors flattened to ``(N, ...)``."""
 
     @staticmethod
     def forward(ctx, w, u, delta, x, eta, la, dgd: bool):
-        N, n, k = u.shape
-        m = w.shape[-2]
-        w, u, delta, eta, la = (t.contiguous() for t in (w, u, delta, eta, la))
-        x = None if x is None else x.contiguous()
-        meta = _meta(n, m, k, w.dtype)
-        w_end = _empty(w.shape, w.dtype, w.device)
-        s = _empty(w.shape, w.dtype, w.device)
-        y = None if x is None else _empty((N, n, m), x.dtype, w.device)
-        if N > 0 and n > 0:
-            grid = (N, triton.cdiv(m, meta["BM"]))
-            linear_chunk_fwd_kernel[grid](
-                w, u, delta, x if x is not None else u, eta, la, w_end, y if y is not None else w_end, s,
-                n, m, k, DGD=dgd, HAS_X=x is not None, **meta)
-        ctx.save_for_backward(w, u, delta, x, eta, la)
+        w_end, y, s, saved = linear_chunk_forward(w, u, delta, x, eta, la, dgd)
+        ctx.save_for_backward(*saved)
         ctx.dgd = dgd
-        if y is None:
-            return w_end, s
-        return w_end, y, s
+        return (w_end, s) if y is None else (w_end, y, s)
 
     @staticmethod
     def backward(ctx, *grads):
-        w, u, delta, x, eta, la = ctx.saved_tensors
-        if x is None:
-            dwend, ds = grads
-            dy = None
-        else:
-            dwend, dy, ds = grads
-        N, n, k = u.shape
-        m = w.shape[-2]
-        dwend = torch.zeros_like(w) if dwend is None else dwend.contiguous()
-        ds = torch.zeros_like(w) if ds is None else ds.contiguous()
-        if x is not None:
-            dy = torch.zeros(N, n, m, dtype=x.dtype, device=x.device) if dy is None else dy.contiguous()
-        meta = _meta(n, m, k, w.dtype)
-        nb = triton.cdiv(m, meta["BM"])
-        f32 = torch.float32
-        dw = _empty(w.shape, w.dtype, w.device)
-        dd = _empty(delta.shape, delta.dtype, w.device)
-        du = _empty((N, nb, n, k), f32, w.device)
-        dx = _empty((N, nb, n, k), f32, w.device) if x is not None else None
-        deta = _empty((N, nb, n), f32, w.device)
-        dla = _empty((N, nb, n), f32, w.device)
-        if N > 0 and n > 0:
-            linear_chunk_bwd_kernel[(N, nb)](
-                w, u, delta, x if x is not None else u, eta, la,
-                dwend, dy if dy is not None else dwend, ds,
-                dw, dd, du, dx if dx is not None else du, deta, dla,
-                n, m, k, nb, DGD=ctx.dgd, HAS_X=x is not None, **meta)
-        du = du.sum(1).to(u.dtype)
-        dx = None if dx is None else dx.sum(1).to(x.dtype)
-        return dw, du, dd, dx, deta.sum(1).to(eta.dtype), dla.sum(1).to(la.dtype), None
+        saved = ctx.saved_tensors
+        dwend, dy, ds = (grads[0], None, grads[1]) if saved[3] is None else grads
+        return (*linear_chunk_backward(saved, ctx.dgd, dwend, dy, ds), None)
+
+
+class TritonStep:
+    """The per-chunk step of the chunk driver (:mod:`hope.ops.dgd.step`) on the Triton kernels: it reads the
+    chunk's ``log alpha`` and raw ``eta`` (the kernels form the gate products and the proximal step), and cannot
+    return the steps' sum (``velocity_decay=False`` is refused before the first chunk)."""
+
+    name = "triton"
+    steps_sum = False
+    uses_gates = False
+
+    def forward(self, w, u, e, x, eta, dgd, hint: StepHint):
+        _check_device(u)
+        w_end, y, _, saved = linear_chunk_forward(w, u, e, x, eta, hint.log_alpha, dgd)
+        return w_end, y, (saved, dgd)
+
+    def steps(self, ctx) -> Tensor:
+        raise NotImplementedError("the Triton step does not return the steps' sum")
+
+    def backward(self, ctx, g_wend, g_y, g_steps) -> StepGrads:
+        if g_steps is not None:
+            raise NotImplementedError("the Triton step does not take the steps' cotangent")
+        saved, dgd = ctx
+        dw, du, dd, dx, deta, dla = linear_chunk_backward(saved, dgd, g_wend, g_y, None)
+        return StepGrads(dw, du, dd, dx, deta, {"log_alpha": dla})
+
+
+TRITON_STEP = TritonStep()
 
 
 def linear_chunk(
@@ -117,7 +153,7 @@ def linear_chunk(
     log_alpha: Tensor,
     dgd: bool,
 ) -> tuple[Tensor, Tensor | None, Tensor]:
-    """Drop-in for :func:`hope.ops.dgd.chunk.linear_chunk` (same arguments, returns ``(w_end, y, s)``)."""
+    """Drop-in for :func:`hope.ops.dgd.linear.linear_chunk` (same arguments, returns ``(w_end, y, s)``)."""
     _check_device(u)
     lead = torch.broadcast_shapes(w.shape[:-2], u.shape[:-2], delta.shape[:-2], eta.shape[:-1],
                                   log_alpha.shape[:-1], *(() if x is None else (x.shape[:-2],)))
@@ -140,9 +176,9 @@ def linear_chunk(
 
 def dgd_memory(*args, **kwargs) -> tuple[Tensor, MemoryState]:
     """Triton-backed :func:`hope.ops.dgd.chunk.dgd_memory_chunk` (same arguments and results)."""
-    return dgd_memory_chunk(*args, linear=linear_chunk, **kwargs)
+    return dgd_memory_chunk(*args, step=TRITON_STEP, **kwargs)
 
 
 def smt_kv(*args, **kwargs) -> tuple[Tensor, Tensor, MemoryState]:
     """Triton-backed :func:`hope.ops.dgd.chunk.smt_kv_chunk` (same arguments and results)."""
-    return smt_kv_chunk(*args, linear=linear_chunk, **kwargs)
+    return smt_kv_chunk(*args, step=TRITON_STEP, **kwargs)

@@ -1,17 +1,29 @@
-"""The sequential loop over whole chunks, as autograd Functions with an analytic backward.
+"""The one driver of the DGD chunk algorithm: the sequential loop over chunks as an autograd Function with an
+analytic backward, for the main memory and for the self-modifying key/value memories alike.
 
-The forward walks the chunks once without building a graph and keeps, per chunk, the anchors (chunk-start
-weights), the incoming velocities and the token-level intermediates; the backward walks the chunks in reverse
-and back-propagates each with the VJPs of :mod:`hope.ops.dgd.vjp`, carrying the cotangents of the state
-from chunk to chunk. At the head sizes of the small presets the autograd graph of the unrolled loop (about
-150 nodes per chunk) cost more than the arithmetic; this is also the structure a fused kernel follows
-(hope/kernels/README.md). Everything that does not depend on the memory state is computed for all chunks at once
-before the loop, under autograd: the gate products, the decay masks and, for the main memory's second layer
-(whose input is the key), the inverse of the triangular system and the masked query-key product. The final
-partial chunk is padded with tokens that change nothing (eta = 0, alpha = 1).
+The forward walks the chunks once without building a graph and keeps, per chunk, the start weights, the anchors,
+the incoming velocities and the token-level intermediates; the backward walks the chunks in reverse and
+back-propagates each with the VJPs of :mod:`hope.ops.dgd.vjp`, carrying the cotangents of the state from chunk
+to chunk. At the head sizes of the small presets the autograd graph of the unrolled loop (about 150 nodes per
+chunk) cost more than the arithmetic; this is also the structure a fused kernel follows (hope/kernels/README.md).
+
+Per chunk the driver computes what depends on the memory's MLP (keys and values of the key/value memories,
+self-generated targets, layer inputs and error terms at the anchor, momentum, the velocity) and hands each
+weight matrix's linear recurrence to a pluggable step (:mod:`hope.ops.dgd.step`: PyTorch, or the Triton
+kernels). Everything that does not depend on the memory state is computed for all chunks at once before the
+loop, under autograd: the gate products and, for the main memory's hidden layer (whose input is the key), the
+inverse of the triangular system and the masked query-key product. A final partial chunk is padded with tokens
+that change nothing (eta = 0, alpha = 1).
+
+Flags: ``derive`` (the key/value memories: each chunk first reads its keys ``L2norm(M_k(k~))`` and values
+``M_v(v~)`` from the anchors, and both memories then learn them; no read-out) and ``cont`` (the call starts
+inside a chunk an earlier call left open: its first chunk continues from the state's weights and anchors,
+without a momentum step, and the velocity collects the change from the state's weights).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
@@ -29,36 +41,14 @@ from hope.ops.dgd.common import (
     memory_forward,
     open_chunk,
 )
-from hope.ops.dgd.linear import ChunkGates, effective_eta, gated_step
-from hope.ops.dgd.vjp import (
-    effective_eta_vjp,
-    gated_step_vjp,
-    inner_grads_vjp,
-    l2norm_vjp,
-    memory_forward_vjp,
-    start_chunk_vjp,
-)
+from hope.ops.dgd.linear import ChunkGates, effective_eta
+from hope.ops.dgd.step import TORCH_STEP, ChunkStep, StepHint
+from hope.ops.dgd.vjp import inner_grads_vjp, l2norm_vjp, memory_forward_vjp, start_chunk_vjp
 
 _GATE_FIELDS = ("eg", "egp", "eend", "elast", "strict", "causal")
-
-
-def _end(f: Flags, w1e, w2e, a1, a2, v1, v2, c1, c2):
-    """The state after a chunk that started from the anchors ``a1``, ``a2``: the velocity collects the change
-    of the weights, or with ``velocity_decay=False`` the chunk's steps ``sum_t c_t u_t^T`` (``c1``, ``c2``: the
-    gated steps' caches)."""
-    if f.velocity_decay:
-        return w1e, w2e, collect_velocity(v1, w1e, a1), collect_velocity(v2, w2e, a2)
-    return w1e, w2e, *(None if v is None else v + c.c.transpose(-1, -2) @ c.u for v, c in ((v1, c1), (v2, c2)))
-
-
-def _velocity_cotangents(f: Flags, g_w1, g_w2, g_v1, g_v2):
-    """Split the cotangents of a chunk's end velocities over what produced them: returns those of the end
-    weights, of the anchors and of the steps' sums (None unless ``velocity_decay=False``)."""
-    if not f.momentum:
-        return (g_w1, g_w2), (0, 0), (None, None)
-    if f.velocity_decay:  # V_end = V_in + W_end - A
-        return (g_w1 + g_v1, g_w2 + g_v2), (-g_v1, -g_v2), (None, None)
-    return (g_w1, g_w2), (0, 0), (g_v1, g_v2)  # V_end = V_in + C^T U
+# the per-chunk inputs of the Function, after the flags, in order; the token-level ones have a token axis
+_TOKEN = ("x1", "x2", "q")
+_MATRIX = ("strict", "causal", "tinv", "read")
 
 
 def _chunked(t: Tensor, chunk_size: int, token_dim: int) -> Tensor:
@@ -77,237 +67,236 @@ def _flat(t: Tensor | None, lead: tuple[int, ...], tail: int) -> Tensor | None:
     return None if t is None else t.expand(*lead, *t.shape[-tail:]).reshape(-1, *t.shape[-tail:])
 
 
-def _gates_of(fields: list[Tensor], j: int) -> ChunkGates:
-    return ChunkGates(*(f[j] for f in fields))
-
-
-def _sum_gate_grads(steps) -> list[Tensor | None]:
-    """The cotangent of each gate field summed over the gated steps that used it (None if none did)."""
-    parts = [[s.gates[name] for s in steps if name in s.gates] for name in _GATE_FIELDS]
-    return [sum(p) if p else None for p in parts]
-
-
 def _stack(parts: list, dim: int) -> Tensor | None:
-    return None if parts[0] is None else torch.stack(parts[::-1], dim)
+    """The per-chunk cotangents (collected in reverse) stacked on the chunk axis; None if no chunk had one."""
+    parts = parts[::-1]
+    ref = next((p for p in parts if p is not None), None)
+    if ref is None:
+        return None
+    return torch.stack([torch.zeros_like(ref) if p is None else p for p in parts], dim)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# main memory: per-token read-out with the query
+def _add(a, b):
+    return b if a is None else a if b is None else a + b
 
 
-def _memory_chunk(f: Flags, state, k, v, q, eta, eta2, gates, tinv, read, beta):
-    """One chunk of the main memory from its starting ``state``; returns the read-out, the end state, the
-    anchors and the intermediates the backward needs."""
-    a1, a2, v1, v2 = open_chunk(*state, beta, f.momentum)
-    mc = {}
+def _hints(chunk: dict, derive: bool) -> tuple[StepHint, StepHint]:
+    """The step hints of the output layer (``W1``) and the hidden layer (``W2``) of one chunk."""
+    gates = ChunkGates(*(chunk[n] for n in _GATE_FIELDS)) if chunk["eg"] is not None else None
+    first = StepHint(gates=gates, log_alpha=chunk["log_alpha"])
+    if derive:
+        return first, first
+    return first, StepHint(gates=gates, log_alpha=chunk["log_alpha"], eta_eff=chunk["eta_eff"],
+                           tinv=chunk["tinv"], read=chunk["read"])
+
+
+def _chunk_forward(f: Flags, derive: bool, step: ChunkStep, state, anchors, chunk: dict, beta, hints):
+    """One chunk from ``state = (w1, w2, v1, v2)``; ``anchors``: the open chunk's anchors when it continues one
+    (else the chunk opens: momentum, and the anchors are the new weights). Returns the chunk's outputs (the
+    read-out, or the keys and values), the end state, the anchors and the intermediates of the backward."""
+    w1, w2, v1, v2 = state
+    if anchors is None:
+        w1, w2, v1, v2 = open_chunk(w1, w2, v1, v2, beta, f.momentum)
+        a1, a2 = w1, w2
+    else:
+        a1, a2 = anchors
+    kvc, mc, ig, k_raw = {}, {}, {}, None
+    q = chunk["q"]
+    if derive:  # M_k(k~), M_v(v~) in one batched read; each memory then regresses M(k) onto its target of v
+        k_raw, v_out = memory_forward(a1, a2, chunk["x1"], f.act, kvc).chunk(2)
+        k_out = l2norm(k_raw)
+        k, v = k_out.repeat(2, 1, 1), v_out.repeat(2, 1, 1)
+    else:
+        k, v = chunk["x1"], chunk["x2"]
     m = memory_forward(a1, a2, v, f.act, mc) if f.self_target else None
     target = (l2norm(m) if f.unit_target else m) if f.self_target else v
-    ig = {}
     u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd, ig, f.damping)
-    w2e, y2, c2 = gated_step(a2, k, e2, q, eta2, gates, f.dgd, tinv, read)
-    hq = activation(y2, f.act)
-    w1e, y1, c1 = gated_step(a1, u1, e1, hq, effective_eta(eta, u1, f.dgd), gates, f.dgd)
-    saved = (a1, a2, m, mc, ig, u1, y2, c1, c2)
-    return q + y1, _end(f, w1e, w2e, a1, a2, v1, v2, c1, c2), (a1, a2), saved
+    w2e, y2, c2 = step.forward(w2, k, e2, q, chunk["eta"], f.dgd, hints[1])
+    w1e, y1, c1 = step.forward(w1, u1, e1, None if q is None else activation(y2, f.act), chunk["eta"], f.dgd,
+                               hints[0])
+    if f.velocity_decay:  # the velocity collects the change of the weights over the chunk
+        v1e, v2e = collect_velocity(v1, w1e, w1), collect_velocity(v2, w2e, w2)
+    else:  # ... or only the steps sum_t c_t u_t^T (Titans Eq. 9-10)
+        v1e, v2e = (None, None) if v1 is None else (v1 + step.steps(c1), v2 + step.steps(c2))
+    outs = (k_out, v_out) if derive else (q + y1,)
+    saved = (a1, a2, kvc, k_raw, k, v, m, mc, ig, y2, c1, c2)
+    return outs, (w1e, w2e, v1e, v2e), (a1, a2), saved
 
 
-class MemoryChunks(torch.autograd.Function):
-    """The main memory over chunked inputs ``(..., n_chunks, C, d)``; see the module docstring."""
+def _chunk_backward(f: Flags, derive: bool, step: ChunkStep, saved, x1, g_outs, g_end):
+    """Cotangents of one chunk's inputs given those of its outputs ``g_outs`` and end state ``g_end``: returns the
+    token-level cotangents ``(x1, x2, q)``, the step's (raw ``eta`` and the hints' by name), and those of the
+    start weights, the anchors and the incoming velocities."""
+    a1, a2, kvc, k_raw, k, v, m, mc, ig, y2, c1, c2 = saved
+    g_w1, g_w2, g_v1, g_v2 = g_end
+    gs1 = gs2 = None
+    gst1 = gst2 = 0  # the start weights' cotangents from the velocity
+    if f.momentum and f.velocity_decay:  # V_end = V_in + W_end - W_start
+        g_w1, g_w2, gst1, gst2 = g_w1 + g_v1, g_w2 + g_v2, -g_v1, -g_v2
+    elif f.momentum:  # V_end = V_in + C^T U
+        gs1, gs2 = g_v1, g_v2
+    s1 = step.backward(c1, g_w1, None if derive else g_outs[0], gs1)
+    s2 = step.backward(c2, g_w2, None if derive else s1.x * activation_grad(y2, f.act), gs2)
+    g_k, g_target, ga1, ga2 = inner_grads_vjp(ig, a1, a2, k, f.act, f.dgd, s1.u, s1.e, s2.e, f.damping)
+    g_k = g_k + s2.u
+    if f.self_target:
+        g_m = l2norm_vjp(m, g_target) if f.unit_target else g_target
+        g_v, ma1, ma2 = memory_forward_vjp(a1, a2, v, g_m, f.act, mc)
+        ga1, ga2 = ga1 + ma1, ga2 + ma2
+    else:
+        g_v = g_target
+    if derive:  # the keys and values were read from the anchors and repeated for both memories
+        g_kraw = l2norm_vjp(k_raw, g_outs[0] + sum(g_k.chunk(2)))
+        g_vout = g_outs[1] + sum(g_v.chunk(2))
+        g_x1, ra1, ra2 = memory_forward_vjp(a1, a2, x1, torch.cat([g_kraw, g_vout]), f.act, kvc)
+        ga1, ga2 = ga1 + ra1, ga2 + ra2
+        tok = (g_x1, None, None)
+    else:
+        tok = (g_k, g_v, g_outs[0] + s2.x)
+    extra = dict(s1.extra)
+    for name, g in s2.extra.items():
+        extra[name] = _add(extra.get(name), g)
+    return tok, _add(s1.eta, s2.eta), extra, (s1.w + gst1, s2.w + gst2), (ga1, ga2), (g_v1, g_v2)
+
+
+class DGDChunks(torch.autograd.Function):
+    """The chunk loop over chunked inputs ``(N, n_chunks, C, ...)`` (see the module docstring for the flags)."""
 
     @staticmethod
-    def forward(ctx, f: Flags, k, v, q, eta, eta2, eg, egp, eend, elast, strict, causal, tinv, read, beta,
-                w1, w2, v1, v2):
+    def forward(ctx, f: Flags, derive: bool, cont: bool, step: ChunkStep, x1, x2, q, eta, log_alpha, eta_eff, eg,
+                egp, eend, elast, strict, causal, tinv, read, beta, w1, w2, v1, v2, a1, a2):
+        named = dict(x1=x1, x2=x2, q=q, eta=eta, log_alpha=log_alpha, eta_eff=eta_eff, eg=eg, egp=egp, eend=eend,
+                     elast=elast, strict=strict, causal=causal, tinv=tinv, read=read)
+        n = x1.shape[-3]
         # unbind: one backward node stacks the chunks' gradients (indexing chunk by chunk would write a
         # full-size zero gradient per chunk)
-        per_chunk = [t.unbind(-3) for t in (k, v, q, strict, causal, read)] + [t.unbind(-2) for t in
-                                                                                (eta, eta2, eg, egp, eend, elast)]
-        k_, v_, q_, strict_, causal_, read_, eta_, eta2_, eg_, egp_, eend_, elast_ = per_chunk
-        tinv_ = [None] * len(k_) if tinv is None else tinv.unbind(-3)
-        beta_ = beta.unbind(-1)
-        fields = [eg_, egp_, eend_, elast_, strict_, causal_]
-        state, starts, saved, outs = (w1, w2, v1, v2), [], [], []
-        for j in range(len(k_)):
-            starts.append(state[2:])  # the incoming velocities (for beta's gradient); W is in the anchors
-            out, state, anchors, s = _memory_chunk(f, state, k_[j], v_[j], q_[j], eta_[j], eta2_[j],
-                                                   _gates_of(fields, j), tinv_[j], read_[j], beta_[j])
+        per = {name: [None] * n if t is None else t.unbind(-3 if name in _TOKEN + _MATRIX else -2)
+               for name, t in named.items()}
+        chunks = [{name: per[name][j] for name in named} for j in range(n)]
+        betas = beta.unbind(-1)
+        state, anchors, starts, saved, outs = (w1, w2, v1, v2), (a1, a2) if cont else None, [], [], []
+        for j, chunk in enumerate(chunks):
+            starts.append(state[2:])  # the incoming velocities (for beta's gradient)
+            hints = _hints(chunk, derive)
+            out, state, last, s = _chunk_forward(f, derive, step, state, anchors if j == 0 else None, chunk,
+                                                 betas[j], hints)
             outs.append(out)
             saved.append(s)
-        ctx.f, ctx.starts, ctx.saved = f, starts, saved
-        ctx.chunks = (k_, v_, q_, eta_, eta2_, fields, tinv_, read_, beta_)
+        ctx.f, ctx.derive, ctx.cont, ctx.step = f, derive, cont, step
+        ctx.starts, ctx.saved, ctx.chunks, ctx.betas, ctx.given = starts, saved, chunks, betas, named.keys()
+        ctx.present = {name for name, t in named.items() if t is not None}
         # the anchors are also in ctx.saved: returning them uncloned would make a cycle (output -> node -> ctx)
-        result = (torch.stack(outs, -3), state[0], state[1], *(a.clone() for a in anchors))
+        result = (*(torch.stack(o, -3) for o in zip(*outs)), state[0], state[1], *(a.clone() for a in last))
         return result + ((state[2], state[3]) if f.momentum else ())
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, g_out, g_w1, g_w2, g_a1, g_a2, g_v1=None, g_v2=None):
-        f = ctx.f
-        k_, v_, q_, eta_, eta2_, fields, tinv_, read_, beta_ = ctx.chunks
-        n = len(k_)
-        acc = {name: [] for name in ("k", "v", "q", "eta", "eta2", "tinv", "read", "beta", *_GATE_FIELDS)}
-        g_outs = g_out.unbind(-3)
+    def backward(ctx, *grads):
+        f, derive, step = ctx.f, ctx.derive, ctx.step
+        n_out = 2 if derive else 1
+        g_outs = [g.unbind(-3) for g in grads[:n_out]]
+        g_w1, g_w2, g_a1, g_a2 = grads[n_out:n_out + 4]
+        g_v1, g_v2 = grads[n_out + 4:] if f.momentum else (None, None)
+        n = len(ctx.chunks)
+        acc: dict[str, list] = {name: [] for name in (*ctx.given, "beta")}
+        g_anchor_in = (None, None)
         for j in reversed(range(n)):
-            gates = _gates_of(fields, j)
-            a1, a2, m, mc, ig, u1, y2, c1, c2 = ctx.saved[j]
-            (gw1, gw2), (ga1, ga2), (gs1, gs2) = _velocity_cotangents(f, g_w1, g_w2, g_v1, g_v2)
-            if j == n - 1:
-                ga1, ga2 = ga1 + g_a1, ga2 + g_a2
-            s1 = gated_step_vjp(c1, gates, f.dgd, gw1, g_outs[j], gs1)
-            g_eta, g_u1 = effective_eta_vjp(eta_[j], u1, s1.eta, f.dgd)
-            g_u1 = s1.u if g_u1 is None else s1.u + g_u1
-            s2 = gated_step_vjp(c2, gates, f.dgd, gw2, s1.x * activation_grad(y2, f.act), gs2)
-            g_k, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k_[j], f.act, f.dgd, g_u1, s1.e, s2.e,
-                                                      f.damping)
-            ga1, ga2 = ga1 + s1.w + ia1, ga2 + s2.w + ia2
-            if f.self_target:
-                g_m = l2norm_vjp(m, g_target) if f.unit_target else g_target
-                g_v, ma1, ma2 = memory_forward_vjp(a1, a2, v_[j], g_m, f.act, mc)
-                ga1, ga2 = ga1 + ma1, ga2 + ma2
-            else:
-                g_v = g_target
-            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][0], beta_[j], f.momentum, ga1, g_v1)
-            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][1], beta_[j], f.momentum, ga2, g_v2)
-            acc["k"].append(g_k + s2.u)
-            acc["v"].append(g_v)
-            acc["q"].append(g_outs[j] + s2.x)
+            chunk = ctx.chunks[j]
+            tok, g_eta, extra, g_start, g_anchor, g_vin = _chunk_backward(
+                f, derive, step, ctx.saved[j], chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2))
+            if j == n - 1:  # the last chunk's anchors are an output
+                g_anchor = (g_anchor[0] + g_a1, g_anchor[1] + g_a2)
+            for name, g in zip(_TOKEN, tok):
+                acc[name].append(g)
             acc["eta"].append(g_eta)
-            acc["eta2"].append(s2.eta)
-            acc["tinv"].append(s2.tinv)
-            acc["read"].append(s2.read)
+            for name in ("log_alpha", "eta_eff", *_GATE_FIELDS, "tinv", "read"):
+                acc[name].append(extra.get(name))
+            if j == 0 and ctx.cont:  # continued: the start weights, anchors and velocity are the inputs'
+                g_w1, g_w2 = g_start
+                g_anchor_in = g_anchor
+                g_v1, g_v2 = g_vin
+                acc["beta"].append(None)
+                continue
+            opened = (g_start[0] + g_anchor[0], g_start[1] + g_anchor[1])  # start = anchor = opened weights
+            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][0], ctx.betas[j], f.momentum, opened[0], g_vin[0])
+            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][1], ctx.betas[j], f.momentum, opened[1], g_vin[1])
             acc["beta"].append(gb1 + gb2 if f.momentum else None)
-            for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2))):
-                acc[name].append(g)
-        tok = [_stack(acc[name], -3) for name in ("k", "v", "q")]
-        vec = [_stack(acc[name], -2) for name in ("eta", "eta2", "eg", "egp", "eend", "elast")]
-        mats = [_stack(acc[name], -3) for name in ("strict", "causal", "tinv", "read")]
-        return (None, *tok, *vec, *mats, _stack(acc["beta"], -1), g_w1, g_w2, g_v1, g_v2)
+        out = []
+        for name in ctx.given:
+            dim = -3 if name in _TOKEN + _MATRIX else -2
+            out.append(_stack(acc[name], dim) if name in ctx.present else None)
+        beta = _stack(acc["beta"], -1)
+        return (None, None, None, None, *out, beta, g_w1, g_w2, g_v1, g_v2, *g_anchor_in)
 
 
-def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size: int, f: Flags):
-    """Main memory over whole chunks starting at a chunk boundary (the last one may be partial)."""
-    dgd, momentum = f.dgd, f.momentum
-    T = k.shape[-2]
-    k, v, q = (_chunked(t, chunk_size, -2) for t in (k, v, q))
-    eta, log_alpha, beta = (_chunked(t, chunk_size, -1) for t in (eta, log_alpha, beta))  # padding: no-op
-    gates = ChunkGates.from_log_alpha(log_alpha)
-    eta2 = effective_eta(eta, k, dgd)  # the second layer's input is the key: state independent
-    tinv = None
-    if dgd:
-        lower = eta2[..., :, None] * gates.strict * (k @ k.transpose(-1, -2))
-        eye = torch.eye(chunk_size, dtype=k.dtype, device=k.device).expand_as(lower)
-        tinv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
-    read = gates.causal * (q @ k.transpose(-1, -2))
-    lead = k.shape[:-3]
-    out, *st = MemoryChunks.apply(
-        f, *(_flat(t, lead, 3) for t in (k, v, q)),
-        *(_flat(t, lead, 2) for t in (eta, eta2, gates.eg, gates.egp, gates.eend, gates.elast)),
-        *(_flat(t, lead, 3) for t in (gates.strict, gates.causal, tinv, read)), _flat(beta[..., 0], lead, 1),
-        *(_flat(t, lead, 2) for t in (state.w1, state.w2, state.v1, state.v2)))
-    w1, w2, a1, a2, v1, v2 = (None if t is None else t.reshape(*lead, *t.shape[1:])
-                              for t in (st if momentum else st + [None, None]))
-    return out.reshape(*lead, -1, out.shape[-1])[..., :T, :], MemoryState(w1, w2, a1, a2, v1, v2, T % chunk_size)
+def _run(derive: bool, x1, x2, q, eta, log_alpha, beta, state: MemoryState, lead, chunk_size: int, f: Flags,
+         step: ChunkStep):
+    """Chunk, precompute and flatten the inputs, run :class:`DGDChunks` and unflatten its results.
+
+    ``lead``: the leading dims of the state (``(B, H)``, or ``(2, B, H)`` for the key/value memories). A call
+    that fits in one chunk uses its own length as the chunk (no padding); one that continues an open chunk
+    must end inside it or at its end."""
+    T = x1.shape[-2]
+    cont = state.offset > 0
+    assert not cont or state.offset + T <= chunk_size, "a continued chunk is run on its own"
+    size = T if cont or T <= chunk_size else chunk_size
+    x1, x2, q = (None if t is None else _chunked(t, size, -2) for t in (x1, x2, q))
+    eta, log_alpha, beta = (_chunked(t, size, -1) for t in (eta, log_alpha, beta))  # padding: no-op tokens
+    uses_gates = step.uses_gates
+    gates = ChunkGates.from_log_alpha(log_alpha) if uses_gates else None
+    eta_eff = tinv = read = None
+    if uses_gates and not derive:  # the hidden layer's input is the key: state independent
+        eta_eff = effective_eta(eta, x1, f.dgd)
+        if f.dgd:
+            lower = eta_eff[..., :, None] * gates.strict * (x1 @ x1.transpose(-1, -2))
+            eye = torch.eye(size, dtype=x1.dtype, device=x1.device).expand_as(lower)
+            tinv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+        read = gates.causal * (q @ x1.transpose(-1, -2))
+    fields = [None] * 6 if gates is None else [gates.eg, gates.egp, gates.eend, gates.elast, gates.strict,
+                                               gates.causal]
+    la = None if uses_gates else log_alpha
+    vec = [_flat(t, lead, 2) for t in (eta, la, eta_eff, *fields[:4])]
+    mat = [_flat(t, lead, 3) for t in (*fields[4:], tinv, read)]
+    anchors = (state.a1, state.a2) if cont else (None, None)
+    res = DGDChunks.apply(f, derive, cont, step, *(_flat(t, lead, 3) for t in (x1, x2, q)), *vec, *mat,
+                          _flat(beta[..., 0], lead, 1),
+                          *(_flat(t, lead, 2) for t in (state.w1, state.w2, state.v1, state.v2, *anchors)))
+    n_out = 2 if derive else 1
+    st = list(res[n_out:]) + ([] if f.momentum else [None, None])
+    w1, w2, a1, a2, v1, v2 = (None if t is None else t.reshape(*lead, *t.shape[1:]) for t in st)
+    return res[:n_out], MemoryState(w1, w2, a1, a2, v1, v2, (state.offset + T) % chunk_size)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# key and value memories (stacked on a leading axis of 2): self-generated keys and values
+def _calls(T: int, offset: int, chunk_size: int) -> list[tuple[int, int]]:
+    """The token ranges of a call run as separate chunk loops: the rest of an open chunk, then the others."""
+    head = min(T, (chunk_size - offset) % chunk_size)
+    return [r for r in ((0, head), (head, T)) if r[1] > r[0]]
 
 
-def _kv_chunk(f: Flags, state, kv_in, eta, gates, beta):
-    """One chunk of the key/value memories, flattened to ``M = 2N`` memories (M_k for the first N sequence-heads,
-    then M_v): ``kv_in (M, C, d)`` their inputs; ``eta``, ``gates``, ``beta`` repeated for both. Returns the
-    keys and values ``(N, C, d)``, the end state, the anchors and the intermediates of the backward."""
-    a1, a2, v1, v2 = open_chunk(*state, beta, f.momentum)
-    kvc, mc, ig = {}, {}, {}
-    k_raw, v = memory_forward(a1, a2, kv_in, f.act, kvc).chunk(2)  # M_k(k~), M_v(v~) in one batched read
-    k = l2norm(k_raw)
-    k2, v2_ = k.repeat(2, 1, 1), v.repeat(2, 1, 1)  # each memory regresses M(k) onto its target of v
-    m = memory_forward(a1, a2, v2_, f.act, mc)
-    u1, e1, _, e2 = inner_grads(a1, a2, k2, l2norm(m) if f.unit_target else m, f.act, f.dgd, ig, f.damping)
-    w2e, _, c2 = gated_step(a2, k2, e2, None, effective_eta(eta, k2, f.dgd), gates, f.dgd)
-    w1e, _, c1 = gated_step(a1, u1, e1, None, effective_eta(eta, u1, f.dgd), gates, f.dgd)
-    saved = (a1, a2, kvc, k_raw, k2, v2_, m, mc, ig, u1, c1, c2)
-    return k, v, _end(f, w1e, w2e, a1, a2, v1, v2, c1, c2), (a1, a2), saved
+def memory_chunks(k, v, q, eta, log_alpha, beta, state: MemoryState, chunk_size: int, f: Flags,
+                  step: ChunkStep = TORCH_STEP) -> tuple[Tensor, MemoryState]:
+    """The main memory over a call's tokens, from ``state`` (a chunk an earlier call left open is continued)."""
+    lead, outs = k.shape[:-2], []
+    for s, e in _calls(k.shape[-2], state.offset, chunk_size):
+        tok = [t[..., s:e, :] for t in (k, v, q)]
+        vec = [t[..., s:e] for t in (eta, log_alpha, beta)]
+        (out,), state = _run(False, *tok, *vec, state, lead, chunk_size, f, step)
+        outs.append(out.reshape(*lead, -1, out.shape[-1])[..., :e - s, :])
+    return torch.cat(outs, -2), state
 
 
-class KVChunks(torch.autograd.Function):
-    """The key and value memories over chunked inputs ``(..., n_chunks, C, d)``; see the module docstring."""
-
-    @staticmethod
-    def forward(ctx, f: Flags, kv_in, eta, eg, egp, eend, elast, strict, causal, beta, w1, w2, v1, v2):
-        kv_, strict_, causal_ = (t.unbind(-3) for t in (kv_in, strict, causal))
-        eta_, eg_, egp_, eend_, elast_ = (t.unbind(-2) for t in (eta, eg, egp, eend, elast))
-        beta_ = beta.unbind(-1)
-        fields = [eg_, egp_, eend_, elast_, strict_, causal_]
-        state, starts, saved, ks, vs = (w1, w2, v1, v2), [], [], [], []
-        for j in range(len(kv_)):
-            starts.append(state[2:])  # the incoming velocities (for beta's gradient); W is in the anchors
-            k, v, state, anchors, s = _kv_chunk(f, state, kv_[j], eta_[j], _gates_of(fields, j), beta_[j])
-            ks.append(k)
-            vs.append(v)
-            saved.append(s)
-        ctx.f, ctx.starts, ctx.saved, ctx.chunks = f, starts, saved, (kv_, eta_, fields, beta_)
-        result = (torch.stack(ks, -3), torch.stack(vs, -3), state[0], state[1], *(a.clone() for a in anchors))
-        return result + ((state[2], state[3]) if f.momentum else ())
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_k_out, g_v_out, g_w1, g_w2, g_a1, g_a2, g_v1=None, g_v2=None):
-        f = ctx.f
-        kv_, eta_, fields, beta_ = ctx.chunks
-        n = len(kv_)
-        acc = {name: [] for name in ("kv", "eta", "beta", *_GATE_FIELDS)}
-        g_ks, g_vs = g_k_out.unbind(-3), g_v_out.unbind(-3)
-        for j in reversed(range(n)):
-            gates = _gates_of(fields, j)
-            eta = eta_[j]
-            a1, a2, kvc, k_raw, k2, v2_, m, mc, ig, u1, c1, c2 = ctx.saved[j]
-            (gw1, gw2), (ga1, ga2), (gs1, gs2) = _velocity_cotangents(f, g_w1, g_w2, g_v1, g_v2)
-            if j == n - 1:
-                ga1, ga2 = ga1 + g_a1, ga2 + g_a2
-            s1 = gated_step_vjp(c1, gates, f.dgd, gw1, None, gs1)
-            g_eta, g_u1 = effective_eta_vjp(eta, u1, s1.eta, f.dgd)
-            g_u1 = s1.u if g_u1 is None else s1.u + g_u1
-            s2 = gated_step_vjp(c2, gates, f.dgd, gw2, None, gs2)
-            g_eta2, g_k2 = effective_eta_vjp(eta, k2, s2.eta, f.dgd)
-            g_k2 = s2.u if g_k2 is None else s2.u + g_k2
-            ik, g_target, ia1, ia2 = inner_grads_vjp(ig, a1, a2, k2, f.act, f.dgd, g_u1, s1.e, s2.e, f.damping)
-            g_m = l2norm_vjp(m, g_target) if f.unit_target else g_target
-            mv, ma1, ma2 = memory_forward_vjp(a1, a2, v2_, g_m, f.act, mc)
-            ga1, ga2 = ga1 + s1.w + ia1 + ma1, ga2 + s2.w + ia2 + ma2
-            g_k = sum((g_k2 + ik).chunk(2))  # the key and value inputs were repeated for both memories
-            g_v = g_vs[j] + sum(mv.chunk(2))
-            g_kraw = l2norm_vjp(k_raw, g_ks[j] + g_k)
-            g_kvin, ra1, ra2 = memory_forward_vjp(a1, a2, kv_[j], torch.cat([g_kraw, g_v]), f.act, kvc)
-            ga1, ga2 = ga1 + ra1, ga2 + ra2
-            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][0], beta_[j], f.momentum, ga1, g_v1)
-            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][1], beta_[j], f.momentum, ga2, g_v2)
-            acc["kv"].append(g_kvin)
-            acc["eta"].append(g_eta + g_eta2)
-            acc["beta"].append(gb1 + gb2 if f.momentum else None)
-            for name, g in zip(_GATE_FIELDS, _sum_gate_grads((s1, s2))):
-                acc[name].append(g)
-        vec = [_stack(acc[name], -2) for name in ("eta", "eg", "egp", "eend", "elast")]
-        mats = [_stack(acc[name], -3) for name in ("strict", "causal")]
-        return (None, _stack(acc["kv"], -3), *vec, *mats, _stack(acc["beta"], -1),
-                g_w1, g_w2, g_v1, g_v2)
-
-
-def kv_chunks(k_in, v_in, eta, log_alpha, beta, state: MemoryState, chunk_size: int, f: Flags):
-    """Key/value memories over whole chunks starting at a chunk boundary (the last one may be partial;
-    ``f.self_target`` is ignored: these memories always generate their targets)."""
-    momentum = f.momentum
-    T = k_in.shape[-2]
-    k_in, v_in = (_chunked(t, chunk_size, -2) for t in (k_in, v_in))
-    eta, log_alpha, beta = (_chunked(t, chunk_size, -1) for t in (eta, log_alpha, beta))
-    gates = ChunkGates.from_log_alpha(log_alpha)
-    lead = k_in.shape[:-3]  # (B, H)
+def kv_chunks(k_in, v_in, eta, log_alpha, beta, state: MemoryState, chunk_size: int, f: Flags,
+              step: ChunkStep = TORCH_STEP) -> tuple[Tensor, Tensor, MemoryState]:
+    """The key/value memories over a call's tokens (they always generate their targets: ``f.self_target`` is
+    ignored); returns the keys, the values and the state."""
+    lead = k_in.shape[:-2]  # (B, H)
     mems = (2, *lead)  # the key and value memories become one flat axis of 2N
-    k, v, *st = KVChunks.apply(
-        f, _flat(torch.stack([k_in, v_in]), mems, 3),
-        *(_flat(t, mems, 2) for t in (eta, gates.eg, gates.egp, gates.eend, gates.elast)),
-        *(_flat(t, mems, 3) for t in (gates.strict, gates.causal)), _flat(beta[..., 0], mems, 1),
-        *(_flat(t, mems, 2) for t in (state.w1, state.w2, state.v1, state.v2)))
-    w1, w2, a1, a2, v1, v2 = (None if t is None else t.reshape(2, *lead, *t.shape[1:])
-                              for t in (st if momentum else st + [None, None]))
-    k, v = (t.reshape(*lead, -1, t.shape[-1])[..., :T, :] for t in (k, v))
-    return k, v, MemoryState(w1, w2, a1, a2, v1, v2, T % chunk_size)
+    f = dataclasses.replace(f, self_target=True)
+    ks, vs = [], []
+    for s, e in _calls(k_in.shape[-2], state.offset, chunk_size):
+        x = torch.stack([k_in[..., s:e, :], v_in[..., s:e, :]])
+        vec = [t[..., s:e] for t in (eta, log_alpha, beta)]
+        (k, v), state = _run(True, x, None, None, *vec, state, mems, chunk_size, f, step)
+        ks.append(k.reshape(*lead, -1, k.shape[-1])[..., :e - s, :])
+        vs.append(v.reshape(*lead, -1, v.shape[-1])[..., :e - s, :])
+    return torch.cat(ks, -2), torch.cat(vs, -2), state
