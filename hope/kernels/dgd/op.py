@@ -3,9 +3,10 @@
 ``linear_chunk`` has the signature and semantics of :func:`hope.ops.dgd.linear.linear_chunk`; its forward and
 backward are the Triton kernels of ``hope/kernels/dgd/fwd.py`` and ``hope/kernels/dgd/bwd.py``. ``TRITON_STEP``
 plugs the same kernels into the one chunk driver (:mod:`hope.ops.dgd.chunk_loop`) as its per-chunk step, so
-``dgd_memory`` and ``smt_kv`` are :mod:`hope.ops.dgd.chunk` with the linear-map work on the kernels: the loop over
-chunks, the momentum step at chunk starts, the inner gradients at the anchor and the self-generated targets
-stay in PyTorch with their analytic backward (see ``hope/kernels/README.md``).
+``dgd_memory`` and ``smt_kv`` are :mod:`hope.ops.dgd.chunk` with the forward over all chunks in one launch
+(``hope/kernels/dgd/chunks_fwd.py``, :func:`chunks_forward`); the backward recomputes each chunk from its saved
+start state with the per-chunk kernels and back-propagates the momentum step, the inner gradients at the anchor
+and the self-generated targets in PyTorch with their analytic VJPs (see ``hope/kernels/README.md``).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import triton
 from torch import Tensor
 
 from hope.kernels.dgd.bwd import linear_chunk_bwd_kernel
+from hope.kernels.dgd.chunks_fwd import GELU, GELU_TANH, SILU, dgd_chunks_fwd_kernel, kv_chunks_fwd_kernel
 from hope.kernels.dgd.fwd import linear_chunk_fwd_kernel
 from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk
-from hope.ops.dgd.common import MemoryState
-from hope.ops.dgd.step import StepGrads, StepHint
+from hope.ops.dgd.common import Flags, MemoryState
+from hope.ops.dgd.step import FusedChunks, StepGrads, StepHint
 
 #: Allocate kernel outputs NaN-filled instead of uninitialised, so an element a kernel fails to write is
 #: caught by the parity tests (set by ``tests/kernels/conftest.py``; costs a fill, so off by default).
@@ -116,14 +118,62 @@ class LinearChunkFunction(torch.autograd.Function):
         return (*linear_chunk_backward(saved, ctx.dgd, dwend, dy, ds), None)
 
 
+_ACT = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
+
+
+def chunks_forward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alpha, beta, state, anchors) -> FusedChunks:
+    """The one-launch forward of the chunk driver (``hope/kernels/dgd/chunks_fwd.py``) on its chunked flat inputs
+    (``(N, n_chunks, C, ...)``; ``N`` is twice the number of ``(b, h)`` pairs with ``derive``). Flags the kernel
+    cannot honour raise a ValueError naming them."""
+    if f.momentum and not f.velocity_decay:
+        raise ValueError("velocity_decay=False: the fused Triton forward collects the velocity as the change of the "
+                         "weights only; use backend 'chunk' or 'naive' for that ablation")
+    if f.act not in _ACT:
+        raise ValueError(f"act={f.act!r}: the fused Triton forward supports {tuple(_ACT)}")
+    _check_device(x1)
+    w1, w2, v1, v2 = (None if t is None else t.contiguous() for t in state)
+    N, nc, C, d = x1.shape
+    h = w1.shape[-1]
+    dt = w1.dtype
+    x1, eta, log_alpha, beta = (t.contiguous() for t in (x1, eta, log_alpha, beta))
+    a1, a2 = (w1, w2) if anchors is None else (t.contiguous() for t in anchors)
+    v1_, v2_ = (v1, v2) if f.momentum else (w1, w2)  # placeholders: the kernel reads no velocity without momentum
+    end = [_empty(t.shape, dt, t.device) for t in (w1, w2, v1_, v2_, w1, w2)]
+    starts = [_empty((N, nc, *t.shape[1:]), dt, t.device) for t in (w1, w2, v1_, v2_)]
+    meta = dict(BT=max(16, triton.next_power_of_2(C)), BD=max(16, triton.next_power_of_2(d)),
+                BH=max(16, triton.next_power_of_2(h)), DOT_PREC=_meta(C, h, d, dt)["DOT_PREC"],
+                ACT=_ACT[f.act], DGD=f.dgd, DAMPING=f.damping, UNIT=f.unit_target, MOMENTUM=f.momentum, CONT=cont)
+    state_in = (w1, w2, v1_, v2_, a1, a2)
+    if derive:
+        P = N // 2
+        outs = tuple(_empty((P, nc, C, d), x1.dtype, x1.device) for _ in range(2))
+        if P > 0:
+            kv_chunks_fwd_kernel[(P,)](x1, eta, log_alpha, beta, *state_in, *outs, *end, *starts, P, nc, C, d, h,
+                                       **meta)
+    else:
+        q, x2 = q.contiguous(), x2.contiguous()
+        outs = (_empty(q.shape, q.dtype, q.device),)
+        if N > 0:
+            dgd_chunks_fwd_kernel[(N,)](x1, x2, q, eta, log_alpha, beta, *state_in, *outs, *end, *starts, nc, C, d,
+                                        h, SELF_TARGET=f.self_target, **meta)
+    if not f.momentum:
+        end[2] = end[3] = starts[2] = starts[3] = None
+    return FusedChunks(outs, tuple(end[:4]), tuple(end[4:]), tuple(starts))
+
+
 class TritonStep:
     """The per-chunk step of the chunk driver (:mod:`hope.ops.dgd.step`) on the Triton kernels: it reads the
     chunk's ``log alpha`` and raw ``eta`` (the kernels form the gate products and the proximal step), and cannot
-    return the steps' sum (``velocity_decay=False`` is refused before the first chunk)."""
+    return the steps' sum (``velocity_decay=False`` is refused before the first chunk). With ``fused`` (the
+    default, :data:`TRITON_STEP`) the driver's forward is the one-launch kernel over all chunks
+    (:func:`chunks_forward`) and this per-chunk step recomputes each chunk in the backward."""
 
     name = "triton"
     steps_sum = False
     uses_gates = False
+
+    def __init__(self, fused: bool = True):
+        self.chunks_forward = chunks_forward if fused else None
 
     def forward(self, w, u, e, x, eta, dgd, hint: StepHint):
         _check_device(u)
@@ -142,6 +192,8 @@ class TritonStep:
 
 
 TRITON_STEP = TritonStep()
+#: The per-chunk kernels alone: the driver's forward loops over chunks (kept for tests and comparison).
+TRITON_CHUNK_STEP = TritonStep(fused=False)
 
 
 def linear_chunk(

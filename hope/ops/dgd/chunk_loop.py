@@ -15,6 +15,11 @@ loop, under autograd: the gate products and, for the main memory's hidden layer 
 inverse of the triangular system and the masked query-key product. A final partial chunk is padded with tokens
 that change nothing (eta = 0, alpha = 1).
 
+A step with a fused forward over all chunks (``chunks_forward``, :mod:`hope.ops.dgd.step`; the Triton step's
+one-launch kernel) replaces the forward loop: the forward then keeps only each chunk's start state, and the
+backward recomputes each chunk (:func:`_chunk_forward`, with the step's per-chunk forward) right before
+back-propagating it, so only one chunk's intermediates live at a time.
+
 Flags: ``derive`` (the key/value memories: each chunk first reads its keys ``L2norm(M_k(k~))`` and values
 ``M_v(v~)`` from the anchors, and both memories then learn them; no read-out) and ``cont`` (the call starts
 inside a chunk an earlier call left open: its first chunk continues from the state's weights and anchors,
@@ -159,6 +164,17 @@ def _chunk_backward(f: Flags, derive: bool, step: ChunkStep, saved, x1, g_outs, 
     return tok, _add(s1.eta, s2.eta), extra, (s1.w + gst1, s2.w + gst2), (ga1, ga2), (g_v1, g_v2)
 
 
+def _chunk_saved(ctx, j: int):
+    """Chunk ``j``'s intermediates for its backward: kept by the forward, or (after a fused forward) recomputed
+    from its saved start state with the step's per-chunk forward."""
+    if ctx.saved is not None:
+        return ctx.saved[j]
+    chunk = ctx.chunks[j]
+    anchors = ctx.anchors if j == 0 else None
+    return _chunk_forward(ctx.f, ctx.derive, ctx.step, ctx.states[j], anchors, chunk, ctx.betas[j],
+                          _hints(chunk, ctx.derive))[3]
+
+
 class DGDChunks(torch.autograd.Function):
     """The chunk loop over chunked inputs ``(N, n_chunks, C, ...)`` (see the module docstring for the flags)."""
 
@@ -174,19 +190,30 @@ class DGDChunks(torch.autograd.Function):
                for name, t in named.items()}
         chunks = [{name: per[name][j] for name in named} for j in range(n)]
         betas = beta.unbind(-1)
-        state, anchors, starts, saved, outs = (w1, w2, v1, v2), (a1, a2) if cont else None, [], [], []
-        for j, chunk in enumerate(chunks):
-            starts.append(state[2:])  # the incoming velocities (for beta's gradient)
-            hints = _hints(chunk, derive)
-            out, state, last, s = _chunk_forward(f, derive, step, state, anchors if j == 0 else None, chunk,
-                                                 betas[j], hints)
-            outs.append(out)
-            saved.append(s)
+        anchors = (a1, a2) if cont else None
+        fused = getattr(step, "chunks_forward", None)
+        ctx.states = ctx.anchors = None
+        if fused is None:
+            state, starts, saved, outs = (w1, w2, v1, v2), [], [], []
+            for j, chunk in enumerate(chunks):
+                starts.append(state[2:])  # the incoming velocities (for beta's gradient)
+                hints = _hints(chunk, derive)
+                out, state, last, s = _chunk_forward(f, derive, step, state, anchors if j == 0 else None, chunk,
+                                                     betas[j], hints)
+                outs.append(out)
+                saved.append(s)
+            outs = [torch.stack(o, -3) for o in zip(*outs)]
+        else:  # one call over all chunks; the backward recomputes each chunk from its start state
+            r = fused(f, derive, cont, x1, x2, q, eta, log_alpha, beta, (w1, w2, v1, v2), anchors)
+            outs, state, last, saved = r.outs, r.end, r.anchors, None
+            ctx.states = list(zip(*([None] * n if t is None else t.unbind(1) for t in r.starts)))
+            ctx.anchors = anchors
+            starts = [s[2:] for s in ctx.states]
         ctx.f, ctx.derive, ctx.cont, ctx.step = f, derive, cont, step
         ctx.starts, ctx.saved, ctx.chunks, ctx.betas, ctx.given = starts, saved, chunks, betas, named.keys()
         ctx.present = {name for name, t in named.items() if t is not None}
         # the anchors are also in ctx.saved: returning them uncloned would make a cycle (output -> node -> ctx)
-        result = (*(torch.stack(o, -3) for o in zip(*outs)), state[0], state[1], *(a.clone() for a in last))
+        result = (*outs, state[0], state[1], *(a.clone() for a in last))
         return result + ((state[2], state[3]) if f.momentum else ())
 
     @staticmethod
@@ -203,7 +230,7 @@ class DGDChunks(torch.autograd.Function):
         for j in reversed(range(n)):
             chunk = ctx.chunks[j]
             tok, g_eta, extra, g_start, g_anchor, g_vin = _chunk_backward(
-                f, derive, step, ctx.saved[j], chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2))
+                f, derive, step, _chunk_saved(ctx, j), chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2))
             if j == n - 1:  # the last chunk's anchors are an output
                 g_anchor = (g_anchor[0] + g_a1, g_anchor[1] + g_a2)
             for name, g in zip(_TOKEN, tok):

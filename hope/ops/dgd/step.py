@@ -13,6 +13,11 @@ itself). ``hint`` carries what the driver precomputed for all chunks at once: th
 main memory's hidden layer, whose input is the state-independent key, the effective step, the inverse of the
 triangular system and the masked query-key product. ``g_steps``: the cotangent of the steps' sum
 ``sum_t c_t u_t^T`` when the velocity collects it (``velocity_decay=False``); a step that cannot give it raises.
+
+A step may also run the whole forward of the driver at once: an attribute ``chunks_forward`` (None, or absent,
+when it cannot) called as ``chunks_forward(f, derive, cont, x1, x2, q, eta, log_alpha, beta, state, anchors)`` on
+the driver's chunked flat inputs, returning :class:`FusedChunks`. The driver then keeps only the chunk-start
+states and recomputes each chunk with the step's ``forward`` in the backward, right before back-propagating it.
 """
 
 from __future__ import annotations
@@ -48,6 +53,20 @@ class StepGrads:
     x: Tensor | None
     eta: Tensor | None
     extra: dict[str, Tensor]
+
+
+@dataclasses.dataclass
+class FusedChunks:
+    """What a fused forward over all chunks returns, flat over the memories: ``outs`` the driver's outputs
+    stacked over chunks (``(N, n_chunks, C, d)``: the read-out, or the keys and values), ``end`` the state
+    ``(w1, w2, v1, v2)`` after the last chunk, ``anchors`` the last chunk's, and ``starts`` the state
+    ``(w1, w2, v1, v2)`` at the start of every chunk (before it opens), ``(N, n_chunks, ...)``; velocities are
+    None without momentum."""
+
+    outs: tuple[Tensor, ...]
+    end: tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+    anchors: tuple[Tensor, Tensor]
+    starts: tuple[Tensor, Tensor, Tensor | None, Tensor | None]
 
 
 class ChunkStep(Protocol):
