@@ -123,3 +123,21 @@ def test_unsupported_flag_is_a_clear_error(flags, match):
         op.dgd_memory(*args, st, chunk_size=CHUNK, **flags)
     with pytest.raises(ValueError, match=match):  # the kernel's own check, whatever the op checked before
         op.chunks_forward(op.Flags(**flags), False, False, *([None] * 8))
+
+
+def test_too_large_for_the_device_runs_the_per_chunk_kernels(monkeypatch):
+    """A configuration whose kernel needs more shared memory than the GPU has (raised by Triton before the
+    launch) runs the per-chunk kernels instead, with a warning: same results."""
+    from triton.runtime.errors import OutOfResources
+
+    class TooLarge:
+        def __getitem__(self, grid):
+            def launch(*args, **kwargs):
+                raise OutOfResources(360448, 232448, "shared memory")
+            return launch
+
+    monkeypatch.setattr(op, "dgd_chunks_fwd_kernel", TooLarge())
+    monkeypatch.setattr(op, "_DECLINED", set())
+    with pytest.warns(UserWarning, match="per-chunk Triton kernels"):
+        _check(False, 9, 5, 7, seed=9)
+    assert len(op._DECLINED) == 1

@@ -12,10 +12,12 @@ and the self-generated targets in PyTorch with their analytic VJPs (see ``hope/k
 from __future__ import annotations
 
 import os
+import warnings
 
 import torch
 import triton
 from torch import Tensor
+from triton.runtime.errors import OutOfResources
 
 from hope.kernels.dgd.bwd import linear_chunk_bwd_kernel
 from hope.kernels.dgd.chunks_fwd import GELU, GELU_TANH, SILU, dgd_chunks_fwd_kernel, kv_chunks_fwd_kernel
@@ -119,46 +121,62 @@ class LinearChunkFunction(torch.autograd.Function):
 
 
 _ACT = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
+#: Configurations whose fused kernel needs more on-chip memory than the device has (see :func:`chunks_forward`).
+_DECLINED: set = set()
 
 
 def chunks_forward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alpha, beta, state, anchors) -> FusedChunks:
     """The one-launch forward of the chunk driver (``hope/kernels/dgd/chunks_fwd.py``) on its chunked flat inputs
     (``(N, n_chunks, C, ...)``; ``N`` is twice the number of ``(b, h)`` pairs with ``derive``). Flags the kernel
-    cannot honour raise a ValueError naming them."""
+    cannot honour raise a ValueError naming them. Returns None (the driver then loops over the per-chunk kernels)
+    when the kernel at these sizes needs more shared memory than the GPU has (the whole ``W1``, ``W2`` and their
+    velocities stay on chip, which large heads do not fit), with a warning the first time."""
     if f.momentum and not f.velocity_decay:
         raise ValueError("velocity_decay=False: the fused Triton forward collects the velocity as the change of the "
                          "weights only; use backend 'chunk' or 'naive' for that ablation")
     if f.act not in _ACT:
         raise ValueError(f"act={f.act!r}: the fused Triton forward supports {tuple(_ACT)}")
     _check_device(x1)
-    w1, w2, v1, v2 = (None if t is None else t.contiguous() for t in state)
     N, nc, C, d = x1.shape
+    mats = [t.contiguous() for t in (state if f.momentum else state[:2])]  # w1, w2 (, v1, v2)
+    w1, w2 = mats[:2]
     h = w1.shape[-1]
-    dt = w1.dtype
     x1, eta, log_alpha, beta = (t.contiguous() for t in (x1, eta, log_alpha, beta))
     a1, a2 = (w1, w2) if anchors is None else (t.contiguous() for t in anchors)
-    v1_, v2_ = (v1, v2) if f.momentum else (w1, w2)  # placeholders: the kernel reads no velocity without momentum
-    end = [_empty(t.shape, dt, t.device) for t in (w1, w2, v1_, v2_, w1, w2)]
-    starts = [_empty((N, nc, *t.shape[1:]), dt, t.device) for t in (w1, w2, v1_, v2_)]
+    end = [_empty(t.shape, t.dtype, t.device) for t in mats]
+    starts = [_empty((N, nc, *t.shape[1:]), t.dtype, t.device) for t in mats]
+    last = [_empty(t.shape, t.dtype, t.device) for t in (w1, w2)]
+
+    def vel(ts: list) -> list:  # without momentum the kernel touches no velocity: the weights' pointers stand in
+        return ts if f.momentum else ts + ts
+
     meta = dict(BT=max(16, triton.next_power_of_2(C)), BD=max(16, triton.next_power_of_2(d)),
-                BH=max(16, triton.next_power_of_2(h)), DOT_PREC=_meta(C, h, d, dt)["DOT_PREC"],
+                BH=max(16, triton.next_power_of_2(h)), DOT_PREC=_meta(C, h, d, w1.dtype)["DOT_PREC"],
                 ACT=_ACT[f.act], DGD=f.dgd, DAMPING=f.damping, UNIT=f.unit_target, MOMENTUM=f.momentum, CONT=cont)
-    state_in = (w1, w2, v1_, v2_, a1, a2)
-    if derive:
-        P = N // 2
-        outs = tuple(_empty((P, nc, C, d), x1.dtype, x1.device) for _ in range(2))
-        if P > 0:
-            kv_chunks_fwd_kernel[(P,)](x1, eta, log_alpha, beta, *state_in, *outs, *end, *starts, P, nc, C, d, h,
-                                       **meta)
-    else:
-        q, x2 = q.contiguous(), x2.contiguous()
-        outs = (_empty(q.shape, q.dtype, q.device),)
-        if N > 0:
-            dgd_chunks_fwd_kernel[(N,)](x1, x2, q, eta, log_alpha, beta, *state_in, *outs, *end, *starts, nc, C, d,
-                                        h, SELF_TARGET=f.self_target, **meta)
-    if not f.momentum:
-        end[2] = end[3] = starts[2] = starts[3] = None
-    return FusedChunks(outs, tuple(end[:4]), tuple(end[4:]), tuple(starts))
+    key = (derive, x1.device, *meta.items())
+    if key in _DECLINED:
+        return None
+    try:
+        if derive:
+            P = N // 2
+            outs = tuple(_empty((P, nc, C, d), x1.dtype, x1.device) for _ in range(2))
+            if P > 0:
+                kv_chunks_fwd_kernel[(P,)](x1, eta, log_alpha, beta, *vel(mats), a1, a2, *outs, *vel(end), *last,
+                                           *vel(starts), P, nc, C, d, h, **meta)
+        else:
+            q, x2 = q.contiguous(), x2.contiguous()
+            outs = (_empty(q.shape, q.dtype, q.device),)
+            if N > 0:
+                dgd_chunks_fwd_kernel[(N,)](x1, x2, q, eta, log_alpha, beta, *vel(mats), a1, a2, *outs, *vel(end),
+                                            *last, *vel(starts), nc, C, d, h, SELF_TARGET=f.self_target, **meta)
+    except OutOfResources as err:  # raised before the launch: nothing was written
+        _DECLINED.add(key)
+        warnings.warn(f"the one-launch DGD forward does not fit on {x1.device} at head size d={d}, hidden h={h}, "
+                      f"chunk {C} ({err}); such calls run the per-chunk Triton kernels (same results, slower)",
+                      stacklevel=2)
+        return None
+    pad = [] if f.momentum else [None, None]
+    return FusedChunks(outs, tuple(end + pad), tuple(last), tuple(starts + pad))
 
 
 class TritonStep:

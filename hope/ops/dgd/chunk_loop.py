@@ -16,9 +16,9 @@ inverse of the triangular system and the masked query-key product. A final parti
 that change nothing (eta = 0, alpha = 1).
 
 A step with a fused forward over all chunks (``chunks_forward``, :mod:`hope.ops.dgd.step`; the Triton step's
-one-launch kernel) replaces the forward loop: the forward then keeps only each chunk's start state, and the
-backward recomputes each chunk (:func:`_chunk_forward`, with the step's per-chunk forward) right before
-back-propagating it, so only one chunk's intermediates live at a time.
+one-launch kernel) replaces the forward loop (unless it declines the call by returning None): the forward then
+keeps only each chunk's start state, and the backward recomputes each chunk (:func:`_chunk_forward`, with the
+step's per-chunk forward) right before back-propagating it, so only one chunk's intermediates live at a time.
 
 Flags: ``derive`` (the key/value memories: each chunk first reads its keys ``L2norm(M_k(k~))`` and values
 ``M_v(v~)`` from the anchors, and both memories then learn them; no read-out) and ``cont`` (the call starts
@@ -192,8 +192,10 @@ class DGDChunks(torch.autograd.Function):
         betas = beta.unbind(-1)
         anchors = (a1, a2) if cont else None
         fused = getattr(step, "chunks_forward", None)
+        r = None if fused is None else fused(f, derive, cont, x1, x2, q, eta, log_alpha, beta, (w1, w2, v1, v2),
+                                             anchors)
         ctx.states = ctx.anchors = None
-        if fused is None:
+        if r is None:
             state, starts, saved, outs = (w1, w2, v1, v2), [], [], []
             for j, chunk in enumerate(chunks):
                 starts.append(state[2:])  # the incoming velocities (for beta's gradient)
@@ -204,7 +206,6 @@ class DGDChunks(torch.autograd.Function):
                 saved.append(s)
             outs = [torch.stack(o, -3) for o in zip(*outs)]
         else:  # one call over all chunks; the backward recomputes each chunk from its start state
-            r = fused(f, derive, cont, x1, x2, q, eta, log_alpha, beta, (w1, w2, v1, v2), anchors)
             outs, state, last, saved = r.outs, r.end, r.anchors, None
             ctx.states = list(zip(*([None] * n if t is None else t.unbind(1) for t in r.starts)))
             ctx.anchors = anchors

@@ -16,8 +16,9 @@ triangular system and the masked query-key product. ``g_steps``: the cotangent o
 
 A step may also run the whole forward of the driver at once: an attribute ``chunks_forward`` (None, or absent,
 when it cannot) called as ``chunks_forward(f, derive, cont, x1, x2, q, eta, log_alpha, beta, state, anchors)`` on
-the driver's chunked flat inputs, returning :class:`FusedChunks`. The driver then keeps only the chunk-start
-states and recomputes each chunk with the step's ``forward`` in the backward, right before back-propagating it.
+the driver's chunked flat inputs, returning :class:`FusedChunks` (or None to decline the call: the driver then
+loops over ``forward``). The driver then keeps only the chunk-start states and recomputes each chunk with the
+step's ``forward`` in the backward, right before back-propagating it.
 """
 
 from __future__ import annotations
