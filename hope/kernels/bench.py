@@ -10,6 +10,11 @@ fwd+bwd counted as 3x the forward for the memory ops, 3.5x for attention) for th
 forward+backward of ``smt_kv`` (chunk ``chunk_other``) and ``dgd_memory`` (chunk ``chunk_memory``), and for
 causal SDPA attention at the same ``(B, H, T, d)``. Without a GPU it says so, checks parity under the
 Triton interpreter, and times only the PyTorch reference and SDPA at a small shape.
+
+The triton ops' forward is the one-launch kernel over all chunks (``hope/kernels/dgd/chunks_fwd.py``) and their
+backward the per-chunk kernels with a recompute; where the one-launch kernel does not fit on the GPU (head size
+128, ``hope/kernels/README.md``, "On-chip limits") the ops warn once and run the per-chunk forward, so the
+timings are of that.
 """
 
 from __future__ import annotations
