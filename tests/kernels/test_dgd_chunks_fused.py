@@ -61,6 +61,7 @@ MAIN = [  # (T, d, h, flags)
     (21, 5, 6, dict(dgd=False)),
     (21, 6, 7, dict(self_target=False)),
     (1, 5, 7, dict(damping=False, unit_target=False)),
+    (21, 6, 6, dict(unit_target=False)),
     (21, 5, 7, dict(act="gelu", damping=False)),
     (7, 5, 7, dict(act="gelu_tanh", dgd=False, momentum=False, self_target=False)),
 ]
