@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-#: ``HOPE_COMPILE_CHUNKS=1`` runs the per-chunk functions of the CMS chunk loop through ``torch.compile``
+#: ``HOPE_COMPILE_CHUNKS=1`` runs the per-chunk functions of the CMS and DGD chunk loops through ``torch.compile``
 #: (opt-in; one graph per input shape, compiled on first use and cached by torch).
 COMPILE_ENV = "HOPE_COMPILE_CHUNKS"
 

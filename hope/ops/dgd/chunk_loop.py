@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from hope.ops.common import l2norm
+from hope.ops.common import chunk_fn, l2norm
 from hope.ops.dgd.common import (
     Flags,
     MemoryState,
@@ -93,6 +93,12 @@ def _hints(chunk: dict, derive: bool) -> tuple[StepHint, StepHint]:
         return first, first
     return first, StepHint(gates=gates, log_alpha=chunk["log_alpha"], eta_eff=chunk["eta_eff"],
                            tinv=chunk["tinv"], read=chunk["read"])
+
+
+def _compiled_if_torch(fn, step: ChunkStep):
+    """``fn`` through :func:`hope.ops.common.chunk_fn` (``HOPE_COMPILE_CHUNKS=1``: ``torch.compile``) for the PyTorch
+    step; a plugged step (the Triton kernels, a test's) runs eagerly."""
+    return chunk_fn(fn) if step is TORCH_STEP else fn
 
 
 def _chunk_forward(f: Flags, derive: bool, step: ChunkStep, state, anchors, chunk: dict, beta, hints):
@@ -171,8 +177,9 @@ def _chunk_saved(ctx, j: int):
         return ctx.saved[j]
     chunk = ctx.chunks[j]
     anchors = ctx.anchors if j == 0 else None
-    return _chunk_forward(ctx.f, ctx.derive, ctx.step, ctx.states[j], anchors, chunk, ctx.betas[j],
-                          _hints(chunk, ctx.derive))[3]
+    chunk_forward = _compiled_if_torch(_chunk_forward, ctx.step)
+    return chunk_forward(ctx.f, ctx.derive, ctx.step, ctx.states[j], anchors, chunk, ctx.betas[j],
+                         _hints(chunk, ctx.derive))[3]
 
 
 class DGDChunks(torch.autograd.Function):
@@ -190,6 +197,9 @@ class DGDChunks(torch.autograd.Function):
                for name, t in named.items()}
         chunks = [{name: per[name][j] for name in named} for j in range(n)]
         betas = beta.unbind(-1)
+        # detached: the inputs keep requires_grad inside forward, the later chunks' states do not (one compiled
+        # graph for both under HOPE_COMPILE_CHUNKS; the backward is hand-written, so nothing is lost)
+        w1, w2, v1, v2, a1, a2 = (None if t is None else t.detach() for t in (w1, w2, v1, v2, a1, a2))
         anchors = (a1, a2) if cont else None
         fused = getattr(step, "chunks_forward", None)
         r = None if fused is None else fused(f, derive, cont, x1, x2, q, eta, log_alpha, beta, (w1, w2, v1, v2),
@@ -197,11 +207,12 @@ class DGDChunks(torch.autograd.Function):
         ctx.states = ctx.anchors = None
         if r is None:
             state, starts, saved, outs = (w1, w2, v1, v2), [], [], []
+            chunk_forward = _compiled_if_torch(_chunk_forward, step)
             for j, chunk in enumerate(chunks):
                 starts.append(state[2:])  # the incoming velocities (for beta's gradient)
                 hints = _hints(chunk, derive)
-                out, state, last, s = _chunk_forward(f, derive, step, state, anchors if j == 0 else None, chunk,
-                                                     betas[j], hints)
+                out, state, last, s = chunk_forward(f, derive, step, state, anchors if j == 0 else None, chunk,
+                                                    betas[j], hints)
                 outs.append(out)
                 saved.append(s)
             outs = [torch.stack(o, -3) for o in zip(*outs)]
@@ -228,9 +239,10 @@ class DGDChunks(torch.autograd.Function):
         n = len(ctx.chunks)
         acc: dict[str, list] = {name: [] for name in (*ctx.given, "beta")}
         g_anchor_in = (None, None)
+        chunk_backward = _compiled_if_torch(_chunk_backward, step)
         for j in reversed(range(n)):
             chunk = ctx.chunks[j]
-            tok, g_eta, extra, g_start, g_anchor, g_vin = _chunk_backward(
+            tok, g_eta, extra, g_start, g_anchor, g_vin = chunk_backward(
                 f, derive, step, _chunk_saved(ctx, j), chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2))
             if j == n - 1:  # the last chunk's anchors are an output
                 g_anchor = (g_anchor[0] + g_a1, g_anchor[1] + g_a2)
