@@ -123,9 +123,9 @@ def main() -> None:
     configs = {name: HopeConfig.from_name(name, backend="chunk") for name in args.presets}
     if args.first_order:
         configs["tiny (cms_first_order)"] = HopeConfig.from_name("tiny", backend="chunk", cms_first_order=True)
-    if args.compile:  # the CMS chunk loop compiled: only models with in-context levels change
+    if args.compile:  # the CMS and DGD chunk loops compiled: only models with in-context levels or SMT memories
         configs.update({f"{label} + compile": cfg for label, cfg in list(configs.items())
-                        if any(c is not None for c in cfg.cms_chunk_sizes)})
+                        if cfg.mixer != "attention" or any(c is not None for c in cfg.cms_chunk_sizes)})
     if not args.skip_speed:
         speed_table(configs, args.batch, args.seq_lens, args.steps, args.warmup)
     if not args.skip_table:

@@ -11,8 +11,9 @@ subprocesses with one thread each, ``--jobs`` at a time), raw results under ``--
 2. ``ablate``: the paper's Table 6 rows and this code's own modelling choices, as config flags of tiny HOPE;
 3. ``matched``: the other three families again at HOPE's measured wall-clock and at its training FLOPs
    (``hope.flops``, inner loops included), from phase 1's numbers;
-4. ``recall``: MQAR (Arora et al., 2023) trained from scratch per family, and passkey retrieval at 1K-16K tokens
-   on phase 1's seed-0 checkpoints;
+4. ``recall``: MQAR (Arora et al., 2023) trained from scratch per family over lengths x pairs, its easiest cell
+   again at a longer budget with every seed, and passkey retrieval at 1K-16K tokens on phase 1's seed-0
+   checkpoints;
 5. ``position``: held-out loss by position in long documents (the paper's Fig. 10 claim) on the same checkpoints.
 
 The report (``study_report.py``) only reads the raw results, so it can be regenerated without rerunning.
@@ -80,6 +81,7 @@ class Profile:
     mqar_batch: int
     mqar_lengths: str
     mqar_pairs: str
+    mqar_long: tuple[int, int, int]  # MQAR's easiest cell at a longer budget, every seed: (steps, seq_len, pairs)
     passkey_lengths: str
     position_len: int
     position_bucket: int
@@ -87,10 +89,12 @@ class Profile:
 
 PROFILES = {
     "quick": Profile(steps=3, lr=4e-4, batch=2, seq_len=64, seeds=2, val_tokens=1024, model={"dim": 32, "n_layers": 1},
-                     mqar_steps=2, mqar_batch=4, mqar_lengths="32,64", mqar_pairs="2,4", passkey_lengths="128,256",
+                     mqar_steps=2, mqar_batch=4, mqar_lengths="32,64", mqar_pairs="2,4", mqar_long=(3, 32, 2),
+                     passkey_lengths="128,256",
                      position_len=256, position_bucket=64),
     "full": Profile(steps=80, lr=2e-3, batch=4, seq_len=256, seeds=3, val_tokens=16384, model={}, mqar_steps=200,
                     mqar_batch=16, mqar_lengths="64,128,256,512", mqar_pairs="4,8,16",
+                    mqar_long=(1000, 64, 4),
                     passkey_lengths="1024,2048,4096,8192,16384",
                     position_len=4096, position_bucket=256),
 }
@@ -289,11 +293,29 @@ def phase_recall(out: Path, prof: Profile) -> list[Job]:
         for k, v in prof.model.items():
             cmd += _set(k, v)
         jobs.append(Job(f"mqar/{fam}", cmd, d / "mqar.json", d / "mqar.log", {"family": fam, "preset": preset}))
+        jobs += mqar_long_jobs(out, prof, fam, preset)
         d = out / "passkey" / fam
         cmd = [sys.executable, "-m", "eval.longctx", "--checkpoint", str(checkpoint_of(out, fam)), "--tasks",
                "passkey", "--lengths", prof.passkey_lengths, "--depths", "0,0.5,1", "--samples", "2",
                "--out", str(d)]
         jobs.append(Job(f"passkey/{fam}", cmd, d / "longctx.json", d / "longctx.log", {"family": fam}))
+    return jobs
+
+
+def mqar_long_jobs(out: Path, prof: Profile, fam: str, preset: str) -> list[Job]:
+    """MQAR's easiest cell (shortest sequences, fewest pairs) trained ``mqar_long[0]`` steps, once per seed: is a
+    family at chance for lack of budget, or at all?"""
+    steps, seq_len, pairs = prof.mqar_long
+    jobs = []
+    for s in range(prof.seeds):
+        d = out / "mqar_long" / fam / f"seed{s}"
+        cmd = [sys.executable, "-m", "eval.mqar", "--preset", preset, "--steps", str(steps), "--batch",
+               str(prof.mqar_batch), "--lengths", str(seq_len), "--pairs", str(pairs), "--seed", str(s),
+               "--out", str(d)]
+        for k, v in prof.model.items():
+            cmd += _set(k, v)
+        jobs.append(Job(f"mqar_long/{fam}/seed{s}", cmd, d / "mqar.json", d / "mqar.log",
+                        {"family": fam, "preset": preset, "seed": s}))
     return jobs
 
 
@@ -333,7 +355,9 @@ def main(argv: list[str] | None = None) -> None:
     out, prof = Path(args.out), PROFILES[args.profile]
     out.mkdir(parents=True, exist_ok=True)
     record = out / "study.json"
-    study = {"profile": args.profile, **dataclasses.asdict(prof), "families": FAMILIES, "commands": []}
+    # through JSON, as the record is read back (tuples become lists)
+    study = json.loads(json.dumps({"profile": args.profile, **dataclasses.asdict(prof), "families": FAMILIES,
+                                   "commands": []}))
     if record.exists():
         old = json.loads(record.read_text())
         if {k: v for k, v in old.items() if k != "commands"} != {k: v for k, v in study.items() if k != "commands"}:

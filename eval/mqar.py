@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     res = {"preset": args.preset, "overrides": overrides, "params": model.num_params(), "steps": args.steps,
            "batch": args.batch, "lr": args.lr, "seed": args.seed, "final_loss": losses[-1],
-           "train_seconds": train_s, "seconds": time.perf_counter() - t0, "cells": cells}
+           "losses": losses, "train_seconds": train_s, "seconds": time.perf_counter() - t0, "cells": cells}
     (out / "mqar.json").write_text(json.dumps(res, indent=2))
     heatmap([{"length": c["seq_len"], "depth": c["n_pairs"], "acc": c["acc"]} for c in cells],
             f"MQAR accuracy ({cfg.name})", out / "mqar.png", ylabel="key-value pairs", yfmt="{}")

@@ -81,6 +81,17 @@ def test_every_table_comes_from_the_raw_results(quick_study):
         mine = [r for r in mqar if r[0] == fam]
         assert [float(r[3]) for r in mine] == pytest.approx([c["acc"] for c in cells], abs=6e-4)
 
+    long_cell = _table(md, "| model | accuracy | chance |")
+    assert [r[0] for r in long_cell] == list(study.FAMILIES)
+    for row in long_cell:
+        res = [json.loads(p.read_text()) for p in sorted((raw / "mqar_long" / row[0]).glob("seed*/mqar.json"))]
+        assert row[5] == str(len(res)) == "2"
+        assert [r["seed"] for r in res] == [0, 1]
+        assert float(row[1].split(" +- ")[0]) == pytest.approx(statistics.mean(r["cells"][0]["acc"] for r in res),
+                                                             abs=6e-4)
+        tails = [statistics.mean(r["losses"][-max(1, len(r["losses"]) // 10):]) for r in res]
+        assert float(row[3].split(" +- ")[0]) == pytest.approx(statistics.mean(tails), abs=6e-3)
+
     passkey = _table(md, "| model | length |")
     assert {r[0] for r in passkey} == set(study.FAMILIES)
     pos = _table(md, "| positions |")
