@@ -283,15 +283,22 @@ def checkpoint_of(out: Path, fam: str) -> Path:
     return Path(json.loads((run_dir(out, "lm", fam, 0) / "result.json").read_text())["checkpoint"])
 
 
+def mqar_command(preset: str, prof: Profile, steps: int, lengths: str, pairs: str, out: Path,
+                 seed: int | None = None) -> list[str]:
+    """An ``eval.mqar`` run of ``preset`` (the profile's batch and model overrides)."""
+    cmd = [sys.executable, "-m", "eval.mqar", "--preset", preset, "--steps", str(steps), "--batch",
+           str(prof.mqar_batch), "--lengths", lengths, "--pairs", pairs, "--out", str(out)]
+    cmd += [] if seed is None else ["--seed", str(seed)]
+    for k, v in prof.model.items():
+        cmd += _set(k, v)
+    return cmd
+
+
 def phase_recall(out: Path, prof: Profile) -> list[Job]:
     jobs = []
     for fam, preset in FAMILIES.items():
         d = out / "mqar" / fam
-        cmd = [sys.executable, "-m", "eval.mqar", "--preset", preset, "--steps", str(prof.mqar_steps),
-               "--batch", str(prof.mqar_batch),
-               "--lengths", prof.mqar_lengths, "--pairs", prof.mqar_pairs, "--out", str(d)]
-        for k, v in prof.model.items():
-            cmd += _set(k, v)
+        cmd = mqar_command(preset, prof, prof.mqar_steps, prof.mqar_lengths, prof.mqar_pairs, d)
         jobs.append(Job(f"mqar/{fam}", cmd, d / "mqar.json", d / "mqar.log", {"family": fam, "preset": preset}))
         jobs += mqar_long_jobs(out, prof, fam, preset)
         d = out / "passkey" / fam
@@ -309,11 +316,7 @@ def mqar_long_jobs(out: Path, prof: Profile, fam: str, preset: str) -> list[Job]
     jobs = []
     for s in range(prof.seeds):
         d = out / "mqar_long" / fam / f"seed{s}"
-        cmd = [sys.executable, "-m", "eval.mqar", "--preset", preset, "--steps", str(steps), "--batch",
-               str(prof.mqar_batch), "--lengths", str(seq_len), "--pairs", str(pairs), "--seed", str(s),
-               "--out", str(d)]
-        for k, v in prof.model.items():
-            cmd += _set(k, v)
+        cmd = mqar_command(preset, prof, steps, str(seq_len), str(pairs), d, seed=s)
         jobs.append(Job(f"mqar_long/{fam}/seed{s}", cmd, d / "mqar.json", d / "mqar.log",
                         {"family": fam, "preset": preset, "seed": s}))
     return jobs
