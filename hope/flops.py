@@ -70,7 +70,7 @@ def memory_chunk_flops(n: int, d: int, h: int, *, dgd: bool = True, self_target:
     bwd += 4 * m + 2 * nnh  # layer 2 (input k; masked q k^T given)
     pre = Flops(nnd, 2 * nnd)  # q k^T for all chunks before the loop
     if dgd:
-        fwd += 2 * m + _mm(n, h, 1) + nnh + nnh + _solve(n, d)  # W u per layer, damping, T^-1 R, U U^T, solve
+        fwd += _mm(n, h, 1) + nnh + nnh + _solve(n, d)  # damping, T^-1 R, U U^T, solve (W u: the anchor's)
         bwd += 2 * m + _solve(n, d) + nnd + nnh  # layer 1: W u terms, the transposed solve, dL/dL, dL/dU
         bwd += 2 * m + 2 * nnh  # layer 2: W u terms, the gradients of T^-1 and R
         pre += Flops(nnd + _solve(n, n), 2 * nnd + _solve(n, n) + _mm(n, n, n))  # k k^T and T^-1 = (I + L)^-1
@@ -87,7 +87,7 @@ def kv_chunk_flops(n: int, d: int, h: int, *, dgd: bool = True) -> Flops:
     fwd = 2 * m + 2 * m + 3 * m + 2 * m  # M_0(input), M_0(v), inner_grads, both end states
     bwd = 4 * m + 6 * m + 8 * m  # both end states, inner_grads, both memory reads
     if dgd:
-        fwd += 2 * m + _mm(n, h, 1) + nnd + nnh + _solve(n, h) + _solve(n, d)  # W u, damping, U U^T, solves
+        fwd += _mm(n, h, 1) + nnd + nnh + _solve(n, h) + _solve(n, d)  # damping, U U^T, solves (W u: above)
         bwd += 4 * m + _solve(n, d) + _solve(n, h) + 2 * nnd + 2 * nnh  # W u terms, solves, dL/dL, dL/dU
     return Flops(fwd, bwd)
 

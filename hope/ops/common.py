@@ -17,12 +17,31 @@ COMPILE_ENV = "HOPE_COMPILE_CHUNKS"
 
 @functools.cache
 def _compiled(fn):
-    return torch.compile(fn, dynamic=False)
+    # cpp_wrapper: the compiled graph's kernel calls run from C++, not Python (the chunk loops call each graph
+    # once per chunk, and their graphs launch a few dozen small kernels)
+    return torch.compile(fn, dynamic=False, options={"cpp_wrapper": True})
 
 
 def chunk_fn(fn):
-    """``fn``, or its ``torch.compile`` d version when ``HOPE_COMPILE_CHUNKS=1`` (read at each call)."""
+    """``fn``, or its ``torch.compile`` d version when ``HOPE_COMPILE_CHUNKS=1`` (read at each call; compiled with
+    Inductor's C++ wrapper, cached per shape)."""
     return _compiled(fn) if os.environ.get(COMPILE_ENV) == "1" else fn
+
+
+def sum_of_products(terms: list[tuple[Tensor, Tensor]], left_transposed: bool = False) -> Tensor:
+    """``sum_i a_i @ b_i`` as one product of the concatenations, ``[a_1 ... a_n] @ [b_1; ...; b_n]``
+    (``left_transposed``: ``sum_i a_i^T @ b_i``, the ``a_i`` stacked along their rows and the result's left
+    factor transposed, so that no concatenation writes a transposed block).
+
+    The chunk loops' products are small (tens of rows): there one ``bmm`` over the joint inner dimension costs
+    less than ``n`` products and ``n - 1`` additions. The operands must share their batch dims (no broadcasting).
+    """
+    if left_transposed:
+        a = terms[0][0] if len(terms) == 1 else torch.cat([a for a, _ in terms], -2)
+        return a.transpose(-1, -2) @ (terms[0][1] if len(terms) == 1 else torch.cat([b for _, b in terms], -2))
+    if len(terms) == 1:
+        return terms[0][0] @ terms[0][1]
+    return torch.cat([a for a, _ in terms], -1) @ torch.cat([b for _, b in terms], -2)
 
 
 def segments(length: int, offset: int, chunk_size: int) -> list[tuple[int, int]]:

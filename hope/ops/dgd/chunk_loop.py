@@ -41,6 +41,7 @@ from hope.ops.dgd.common import (
     MemoryState,
     activation,
     activation_grad,
+    anchor_products,
     collect_velocity,
     inner_grads,
     memory_forward,
@@ -119,9 +120,20 @@ def _chunk_forward(f: Flags, derive: bool, step: ChunkStep, state, anchors, chun
         k, v = k_out.repeat(2, 1, 1), v_out.repeat(2, 1, 1)
     else:
         k, v = chunk["x1"], chunk["x2"]
-    m = memory_forward(a1, a2, v, f.act, mc) if f.self_target else None
+    # the anchor MLP's products of the keys, of the values (self-generated targets) and of the queries (the
+    # hidden layer's read-out, when W2 is the anchor) in one product per layer
+    opened = anchors is None
+    blocks, qa2 = anchor_products(a1, a2, [k, v] if f.self_target else [k], f.act, q if opened else None)
+    if f.self_target:
+        mc.update(z=blocks[1][0], h=blocks[1][1])
+        m = v + blocks[1][2]
+    else:
+        m = None
     target = (l2norm(m) if f.unit_target else m) if f.self_target else v
-    u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd, ig, f.damping)
+    u1, e1, _, e2 = inner_grads(a1, a2, k, target, f.act, f.dgd, ig, f.damping, first=blocks[0])
+    if opened:  # the steps' products with the start weights are the anchor's, computed above
+        hints = (dataclasses.replace(hints[0], uw=blocks[0][2]), dataclasses.replace(hints[1], uw=blocks[0][0],
+                                                                                     xw=qa2))
     w2e, y2, c2 = step.forward(w2, k, e2, q, chunk["eta"], f.dgd, hints[1])
     w1e, y1, c1 = step.forward(w1, u1, e1, None if q is None else activation(y2, f.act), chunk["eta"], f.dgd,
                                hints[0])
@@ -168,6 +180,22 @@ def _chunk_backward(f: Flags, derive: bool, step: ChunkStep, saved, x1, g_outs, 
     for name, g in s2.extra.items():
         extra[name] = _add(extra.get(name), g)
     return tok, _add(s1.eta, s2.eta), extra, (s1.w + gst1, s2.w + gst2), (ga1, ga2), (g_v1, g_v2)
+
+
+def _chunk_backward_opened(f: Flags, derive: bool, step: ChunkStep, saved, x1, g_outs, g_end, g_last, v_in, beta,
+                           opens: bool):
+    """:func:`_chunk_backward`, then (``opens``: the chunk opened, it did not continue an earlier call's) the VJP
+    of its opening, where the start weights and the anchors are the opened weights. ``g_last``: cotangents added
+    to the anchors' (those of the driver's output anchors for the last chunk, else zeros); ``v_in``: the incoming
+    velocities. Returns the token-level cotangents, the step's (raw ``eta``, the hints' by name), those of the
+    state before the chunk ``(w1, w2, v1, v2)``, of ``beta`` and (not ``opens``) of the input anchors."""
+    tok, g_eta, extra, g_start, g_anchor, g_vin = _chunk_backward(f, derive, step, saved, x1, g_outs, g_end)
+    g_anchor = (g_anchor[0] + g_last[0], g_anchor[1] + g_last[1])
+    if not opens:
+        return tok, g_eta, extra, (*g_start, *g_vin), None, g_anchor
+    g_w1, g_v1, gb1 = start_chunk_vjp(v_in[0], beta, f.momentum, g_start[0] + g_anchor[0], g_vin[0])
+    g_w2, g_v2, gb2 = start_chunk_vjp(v_in[1], beta, f.momentum, g_start[1] + g_anchor[1], g_vin[1])
+    return tok, g_eta, extra, (g_w1, g_w2, g_v1, g_v2), gb1 + gb2 if f.momentum else None, None
 
 
 def _chunk_saved(ctx, j: int):
@@ -239,28 +267,24 @@ class DGDChunks(torch.autograd.Function):
         n = len(ctx.chunks)
         acc: dict[str, list] = {name: [] for name in (*ctx.given, "beta")}
         g_anchor_in = (None, None)
-        chunk_backward = _compiled_if_torch(_chunk_backward, step)
+        chunk_backward = _compiled_if_torch(_chunk_backward_opened, step)
+        zeros = (torch.zeros_like(g_a1), torch.zeros_like(g_a2))  # (autograd materializes unused outputs' zeros)
         for j in reversed(range(n)):
             chunk = ctx.chunks[j]
-            tok, g_eta, extra, g_start, g_anchor, g_vin = chunk_backward(
-                f, derive, step, _chunk_saved(ctx, j), chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2))
-            if j == n - 1:  # the last chunk's anchors are an output
-                g_anchor = (g_anchor[0] + g_a1, g_anchor[1] + g_a2)
+            g_last = (g_a1, g_a2) if j == n - 1 else zeros
+            opens = not (j == 0 and ctx.cont)  # else the start weights, anchors and velocity are the inputs'
+            tok, g_eta, extra, g_state, g_beta, g_anchor = chunk_backward(
+                f, derive, step, _chunk_saved(ctx, j), chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2),
+                g_last, ctx.starts[j], ctx.betas[j], opens)
+            g_w1, g_w2, g_v1, g_v2 = g_state
             for name, g in zip(_TOKEN, tok):
                 acc[name].append(g)
             acc["eta"].append(g_eta)
             for name in ("log_alpha", "eta_eff", *_GATE_FIELDS, "tinv", "read"):
                 acc[name].append(extra.get(name))
-            if j == 0 and ctx.cont:  # continued: the start weights, anchors and velocity are the inputs'
-                g_w1, g_w2 = g_start
+            acc["beta"].append(g_beta)
+            if not opens:
                 g_anchor_in = g_anchor
-                g_v1, g_v2 = g_vin
-                acc["beta"].append(None)
-                continue
-            opened = (g_start[0] + g_anchor[0], g_start[1] + g_anchor[1])  # start = anchor = opened weights
-            g_w1, g_v1, gb1 = start_chunk_vjp(ctx.starts[j][0], ctx.betas[j], f.momentum, opened[0], g_vin[0])
-            g_w2, g_v2, gb2 = start_chunk_vjp(ctx.starts[j][1], ctx.betas[j], f.momentum, opened[1], g_vin[1])
-            acc["beta"].append(gb1 + gb2 if f.momentum else None)
         out = []
         for name in ctx.given:
             dim = -3 if name in _TOKEN + _MATRIX else -2

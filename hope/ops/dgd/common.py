@@ -85,6 +85,20 @@ def memory_forward(w1: Tensor, w2: Tensor, x: Tensor, act: str, cache: dict | No
     return x + h @ w1.transpose(-1, -2)
 
 
+def anchor_products(a1: Tensor, a2: Tensor, xs: list[Tensor], act: str, read: Tensor | None = None):
+    """The anchor MLP's products of several row blocks at once: for each ``x`` in ``xs`` the triple
+    ``(z, s(z), s(z) a1^T)`` with ``z = x a2^T`` (what :func:`memory_forward` and :func:`inner_grads` compute),
+    and ``read a2^T`` for an extra block ``read`` (or None). One product per layer instead of one per block."""
+    sizes = [x.shape[-2] for x in xs]
+    rows = xs if read is None else [*xs, read]
+    z_all = torch.cat(rows, -2) @ a2.transpose(-1, -2)
+    z = z_all[..., :sum(sizes), :]
+    h = activation(z, act)
+    ha = h @ a1.transpose(-1, -2)
+    out = list(zip(z.split(sizes, -2), h.split(sizes, -2), ha.split(sizes, -2)))
+    return out, None if read is None else z_all[..., sum(sizes):, :]
+
+
 def self_generated_target(a1: Tensor, a2: Tensor, v: Tensor, act: str, unit: bool = True) -> Tensor:
     """The self-generated target ``L2norm(M_0(v))`` of a memory at its anchor (paper Eq. 87/90).
 
@@ -97,7 +111,7 @@ def self_generated_target(a1: Tensor, a2: Tensor, v: Tensor, act: str, unit: boo
 
 
 def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd: bool = True,
-                cache: dict | None = None, damping: bool = True):
+                cache: dict | None = None, damping: bool = True, first: tuple[Tensor, Tensor, Tensor] | None = None):
     """Layer inputs ``u`` and error terms ``e`` of the inner loss ``0.5 ||M(k) - target||^2``, per layer.
 
     Evaluated at the anchor ``(a1, a2)`` for keys ``k (..., n, d)``; returns ``(u1, e1, u2, e2)`` for ``W1`` and
@@ -109,10 +123,14 @@ def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd
     output space with ``J = W1_0 diag(s'(z))``, so a large ``W1`` cannot make the hidden step overshoot;
     ``damping=False`` drops that factor (``y*_2 = z - delta_2``, the ablation of the choice).
     ``cache``: a dict that receives the intermediates :func:`hope.ops.dgd.vjp.inner_grads_vjp` needs.
+    ``first``: ``(z, s(z), s(z) a1^T)`` when the caller computed them (:func:`anchor_products`).
     """
-    z = k @ a2.transpose(-1, -2)
-    h = activation(z, act)
-    r = k + h @ a1.transpose(-1, -2) - target
+    if first is None:
+        z = k @ a2.transpose(-1, -2)
+        h = activation(z, act)
+        first = (z, h, h @ a1.transpose(-1, -2))
+    z, h, ha = first
+    r = k + ha - target
     slope = activation_grad(z, act)
     ra = r @ a1
     delta2 = ra * slope

@@ -64,17 +64,25 @@ def effective_eta(eta: Tensor, u: Tensor, dgd: bool) -> Tensor:
 
 
 def gated_step(w: Tensor, u: Tensor, delta: Tensor, x: Tensor | None, eta: Tensor, gates: ChunkGates, dgd: bool,
-               tinv: Tensor | None = None, read: Tensor | None = None) -> tuple[Tensor, Tensor | None, GatedStepCache]:
+               tinv: Tensor | None = None, read: Tensor | None = None, uw: Tensor | None = None,
+               xw: Tensor | None = None) -> tuple[Tensor, Tensor | None, GatedStepCache]:
     """:func:`linear_chunk` with the gate products given (``eta`` is already the effective step).
 
-    ``tinv``: the precomputed inverse of ``I + L`` (when ``u`` does not depend on the state); ``read``: the
-    precomputed ``causal * (x u^T)``. Returns the end state, the read-out (or None) and what
+    Optional precomputed pieces (the chunk driver has them when ``w`` is the anchor): ``tinv``, the inverse of
+    ``I + L`` (when ``u`` does not depend on the state); ``read``, ``causal * (x u^T)``; ``uw = u w^T`` and
+    ``xw = x w^T``. Returns the end state, the read-out (or None) and what
     :func:`hope.ops.dgd.vjp.gated_step_vjp` needs.
     """
     gd = -eta[..., None] * delta  # the gradient part of c_t
     cache = GatedStepCache(w, u, delta, x, eta, gd, tinv=tinv, read=read, read_given=read is not None)
+    if x is not None and xw is None:
+        if read is None:  # x u^T and x w^T in one product
+            xuw = x @ torch.cat([u, w], -2).transpose(-1, -2)
+            cache.xu, xw = xuw[..., :u.shape[-2]], xuw[..., u.shape[-2]:]
+        else:
+            xw = x @ w.transpose(-1, -2)
     if dgd:
-        cache.uw = u @ w.transpose(-1, -2)
+        cache.uw = u @ w.transpose(-1, -2) if uw is None else uw
         cache.rhs = gd - (eta * gates.egp)[..., None] * cache.uw
         if tinv is None:
             cache.uu = u @ u.transpose(-1, -2)
@@ -87,10 +95,11 @@ def gated_step(w: Tensor, u: Tensor, delta: Tensor, x: Tensor | None, eta: Tenso
     y = None
     if x is not None:
         if read is None:
-            cache.xu = x @ u.transpose(-1, -2)
+            if cache.xu is None:
+                cache.xu = x @ u.transpose(-1, -2)
             cache.read = gates.causal * cache.xu
-        cache.xw = x @ w.transpose(-1, -2)
-        y = gates.eg[..., None] * cache.xw + cache.read @ c
+        cache.xw = xw
+        y = gates.eg[..., None] * xw + cache.read @ c
     return w_end, y, cache
 
 

@@ -11,7 +11,8 @@ matrix's linear recurrence over one chunk to a step object:
 itself). ``hint`` carries what the driver precomputed for all chunks at once: the gate products (used by
 :class:`TorchStep`), the chunk's ``log alpha`` (used by the Triton step, ``hope.kernels.dgd.op``) and, for the
 main memory's hidden layer, whose input is the state-independent key, the effective step, the inverse of the
-triangular system and the masked query-key product. ``g_steps``: the cotangent of the steps' sum
+triangular system and the masked query-key product; when the chunk opened (the start weights are its anchors),
+also the products ``u w^T`` and ``x w^T`` the driver formed with the inner gradients. ``g_steps``: the cotangent of the steps' sum
 ``sum_t c_t u_t^T`` when the velocity collects it (``velocity_decay=False``); a step that cannot give it raises.
 
 A step may also run the whole forward of the driver at once: an attribute ``chunks_forward`` (None, or absent,
@@ -41,6 +42,8 @@ class StepHint:
     eta_eff: Tensor | None = None
     tinv: Tensor | None = None
     read: Tensor | None = None
+    uw: Tensor | None = None  # u w^T and x w^T, when w is the chunk's anchor (computed with the inner gradients)
+    xw: Tensor | None = None
 
 
 @dataclasses.dataclass
@@ -94,7 +97,8 @@ class TorchStep:
 
     def forward(self, w, u, e, x, eta, dgd, hint):
         eta_eff = effective_eta(eta, u, dgd) if hint.eta_eff is None else hint.eta_eff
-        w_end, y, cache = gated_step(w, u, e, x, eta_eff, hint.gates, dgd, hint.tinv, hint.read)
+        w_end, y, cache = gated_step(w, u, e, x, eta_eff, hint.gates, dgd, hint.tinv, hint.read, hint.uw,
+                                        hint.xw)
         return w_end, y, (cache, hint, eta, dgd)
 
     def steps(self, ctx) -> Tensor:

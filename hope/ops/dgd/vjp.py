@@ -14,7 +14,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from hope.ops.common import activation, activation_grad, activation_grad2
+from hope.ops.common import activation, activation_grad, activation_grad2, sum_of_products
 
 
 def l2norm_vjp(x: Tensor, g: Tensor, eps: float = 1e-6) -> Tensor:
@@ -119,19 +119,19 @@ def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y:
     """
     w, u, c, eta = cache.w, cache.u, cache.c, cache.eta
     g_gates = {"elast": (w * g_wend).sum((-1, -2))[..., None]}
-    g_w = gates.elast[..., None] * g_wend
     ugw = u @ g_wend.transpose(-1, -2)
     g_c = gates.eend[..., None] * ugw
     g_gates["eend"] = (c * ugw).sum(-1)
-    g_u = (c * gates.eend[..., None]) @ g_wend
+    # the terms of the cotangents of W (as a^T b), U and X, each summed in one product at the end
+    w_terms, u_terms, x_terms = [], [(c * gates.eend[..., None], g_wend)], []
     if g_steps is not None:
         g_c = g_c + u @ g_steps.transpose(-1, -2)
-        g_u = g_u + c @ g_steps
+        u_terms.append((c, g_steps))
     g_x = g_tinv = g_read = None
     if g_y is not None:
         eg_gy = gates.eg[..., None] * g_y
-        g_x = eg_gy @ w
-        g_w = g_w + eg_gy.transpose(-1, -2) @ cache.x
+        x_terms.append((eg_gy, w))
+        w_terms.append((eg_gy, cache.x))
         g_gates["eg"] = (g_y * cache.xw).sum(-1)
         g_rd = g_y @ c.transpose(-1, -2)
         g_c = g_c + cache.read.transpose(-1, -2) @ g_y
@@ -140,8 +140,8 @@ def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y:
         else:
             g_gates["causal"] = g_rd * cache.xu
             g_xu = g_rd * gates.causal
-            g_x = g_x + g_xu @ u
-            g_u = g_u + g_xu.transpose(-1, -2) @ cache.x
+            x_terms.append((g_xu, u))
+            u_terms.append((g_xu.transpose(-1, -2), cache.x))
     if dgd:
         if cache.tinv is not None:
             g_tinv = g_c @ cache.rhs.transpose(-1, -2)
@@ -153,16 +153,22 @@ def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y:
             g_uu = g_lower * eta[..., None] * gates.strict
             g_gates["strict"] = g_lower * eta[..., None] * cache.uu
             g_eta = (g_lower * gates.strict * cache.uu).sum(-1)
-            g_u = g_u + (g_uu + g_uu.transpose(-1, -2)) @ u
+            u_terms.append((g_uu + g_uu.transpose(-1, -2), u))
         g_egp_eta = -(g_rhs * cache.uw).sum(-1)
         g_gates["egp"] = g_egp_eta * eta
         g_eta = g_egp_eta * gates.egp if cache.tinv is not None else g_eta + g_egp_eta * gates.egp
         g_uw = -(eta * gates.egp)[..., None] * g_rhs
-        g_u = g_u + g_uw @ w
-        g_w = g_w + g_uw.transpose(-1, -2) @ u
+        u_terms.append((g_uw, w))
+        w_terms.append((g_uw, u))
         g_gd = g_rhs
     else:
         g_gd, g_eta = g_c, 0
+    g_w = gates.elast[..., None] * g_wend
+    if w_terms:
+        g_w = g_w + sum_of_products(w_terms, left_transposed=True)
+    g_u = sum_of_products(u_terms)
+    if x_terms:
+        g_x = sum_of_products(x_terms)
     g_e = -eta[..., None] * g_gd
     g_eta = g_eta - (g_gd * cache.e).sum(-1)
     return GatedStepGrads(g_w, g_u, g_e, g_x, g_eta, g_gates, g_tinv, g_read)
