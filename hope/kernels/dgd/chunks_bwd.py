@@ -106,8 +106,8 @@ def dgd_chunks_bwd_kernel(
     """Grid ``(N,)``: all ``NC`` chunks of memory ``i`` in reverse (every chunk opens: no ``cont``)."""
     i = tl.program_id(0).to(tl.int64)
     S = D * HID
-    _, m1 = _mat_offsets(D, HID, BD, BH)
-    _, m2 = _mat_offsets(HID, D, BH, BD)
+    m1 = _mat_offsets(D, HID, BD, BH)[1]  # the entries of W1 and W2 (not the blocks' padding)
+    m2 = _mat_offsets(HID, D, BH, BD)[1]
     gW1 = _load_mat(gw1_ptr + i * S, D, HID, BD, BH)  # the state's cotangents at the end of chunk j
     gW2 = _load_mat(gw2_ptr + i * S, HID, D, BH, BD)
     if MOMENTUM:
