@@ -137,3 +137,37 @@ def test_too_large_for_the_device_runs_the_loop(monkeypatch, hook_calls):
     with pytest.warns(UserWarning, match="per-chunk backward loop"):
         _compare("declined", ref, ker, leaves, gen)
     assert hook_calls == [(False, False)] and len(op._DECLINED) == 1
+
+
+_COMPILE = r"""
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from hope.kernels.dgd.chunks_bwd import dgd_chunks_bwd_kernel as fn
+
+for on, act in ((True, 0), (False, 2)):
+    const = dict(ACT=act, DGD=on, DAMPING=on, SELF_TARGET=on, UNIT=on, MOMENTUM=on, BT=16, BD=16, BH=16,
+                 DOT_PREC="ieee")
+    sig = {n: "constexpr" if n in const else "i32" if n in ("NC", "C", "D", "HID") else "*fp32" for n in fn.arg_names}
+    triton.compile(ASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32))
+"""
+
+
+def test_compiles_for_sm90():
+    """The interpreter runs code the compiler rejects (e.g. a loop-carried variable changing type): compile the
+    kernel for sm_90 offline (Triton's bundled ptxas, no GPU needed), all flags on and all off."""
+    import os
+    import subprocess
+    import sys
+
+    import triton
+
+    if os.environ.get("TRITON_INTERPRET", "0") != "1":
+        pytest.skip("compiled on the GPU by the other tests")
+    if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
+        pytest.skip("no bundled ptxas")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, TRITON_INTERPRET="0")
+    r = subprocess.run([sys.executable, "-c", _COMPILE], cwd=root, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
