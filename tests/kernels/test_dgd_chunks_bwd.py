@@ -2,7 +2,8 @@
 ``chunks_backward`` hook) vs the PyTorch chunk backend and vs the driver's recompute loop (the Triton step without
 the hook): outputs, end states and the gradient of every input (tokens, eta/alpha/beta, initial weights and
 velocities), fp32, odd shapes (``d``, ``h`` and the chunk not powers of two, a partial last chunk), every flag the
-kernel supports; calls it declines (continuing an open chunk) still match, and the hook is what runs."""
+kernel supports, streaming calls that continue an open chunk; calls it declines (the key/value memories, a kernel
+that does not fit) still match, and the hook is what runs."""
 
 from __future__ import annotations
 
@@ -12,16 +13,16 @@ import torch
 pytest.importorskip("triton")
 
 from hope.kernels.dgd import op  # noqa: E402
-from hope.ops.dgd.chunk import dgd_memory_chunk  # noqa: E402
+from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk  # noqa: E402
 from tests.kernels.test_dgd_kernels import _close, _compare, _gates, _state, _state_outputs  # noqa: E402
 
 B, H = 1, 2
 NAMES = ("k", "v", "q")
 
 
-def _inputs(T, d, h, momentum, seed, dgd=True):
+def _inputs(T, d, h, momentum, seed, dgd=True, anchors=False):
     gen = torch.Generator().manual_seed(seed)
-    leaves, st = _state((), B, H, d, h, momentum, gen)
+    leaves, st = _state((), B, H, d, h, momentum, gen, anchors=anchors)
     toks = [torch.randn(B, H, T, d, generator=gen).requires_grad_() for _ in NAMES]
     eta, alpha, beta = _gates((B, H), T, gen)
     if not dgd:  # plain GD with large steps diverges (DGD's eta' keeps it contractive)
@@ -44,12 +45,12 @@ def _run(fn, leaves, st, chunk, splits=(), **kw):
 
 @pytest.fixture
 def hook_calls(monkeypatch):
-    """Records, per call of the hook, its ``cont`` flag and whether it ran (returned a result)."""
+    """Records, per call of the hook, its ``derive`` and ``cont`` flags and whether it ran (returned a result)."""
     calls = []
 
     def recording(*args):
         r = op.chunks_backward(*args)
-        calls.append((args[2], r is not None))
+        calls.append((args[1], args[2], r is not None))
         return r
 
     monkeypatch.setattr(op.TRITON_STEP, "chunks_backward", recording)
@@ -60,9 +61,11 @@ def _grads(outs, leaves, cots):
     return torch.autograd.grad(outs, list(leaves.values()), cots, allow_unused=True)
 
 
-def _check(T, d, h, chunk, seed, hook_calls, splits=(), **flags):
-    """The fused backward vs the chunk backend (outputs and all gradients) and vs the recompute loop."""
-    leaves, st, gen = _inputs(T, d, h, flags.get("momentum", True), seed, flags.get("dgd", True))
+def _check(T, d, h, chunk, seed, hook_calls, splits=(), offset=0, **flags):
+    """The fused backward vs the chunk backend (outputs and all gradients) and vs the recompute loop; ``offset``:
+    the state is resumed that far into a chunk, with anchors of its own."""
+    leaves, st, gen = _inputs(T, d, h, flags.get("momentum", True), seed, flags.get("dgd", True), offset > 0)
+    st.offset = offset
     ref = _run(dgd_memory_chunk, leaves, st, chunk, splits, **flags)
     ker = _run(op.dgd_memory, leaves, st, chunk, splits, **flags)
     rec = _run(op.dgd_memory_chunk, leaves, st, chunk, splits, step=op.TRITON_RECOMPUTE_STEP, **flags)
@@ -73,7 +76,7 @@ def _check(T, d, h, chunk, seed, hook_calls, splits=(), **flags):
     for name, a, b, c in zip(leaves, g_ker, g_ref, g_rec):
         _close(f"grad {name} vs chunk", a, b)
         _close(f"grad {name} vs recompute", a, c)
-    assert any(ran for _, ran in hook_calls), "the fused backward never ran"
+    assert any(ran for *_, ran in hook_calls), "the fused backward never ran"
 
 
 MAIN = [  # (T, d, h, chunk, flags): d, h, chunk not powers of two; T not a multiple of the chunk
@@ -94,14 +97,37 @@ MAIN = [  # (T, d, h, chunk, flags): d, h, chunk not powers of two; T not a mult
     f"{k}={v}" for k, v in c.items()) or "default")
 def test_fused_backward(T, d, h, chunk, flags, hook_calls):
     _check(T, d, h, chunk, T * 10 + d, hook_calls, **flags)
-    assert all(ran for _, ran in hook_calls)
+    assert all(ran for *_, ran in hook_calls)
 
 
-def test_declined_call_continuing_a_chunk_still_matches(hook_calls):
+@pytest.mark.parametrize("flags", [{}, dict(momentum=False, act="gelu")], ids=["default", "no-momentum,gelu"])
+def test_calls_continuing_a_chunk(flags, hook_calls):
     """Calls cut inside a chunk: tokens 0-3 (one short chunk), then 4-16, run as the rest of the open chunk
-    (``cont``: declined, the driver's loop runs) and two full chunks (fused); gradients match through all."""
-    _check(17, 5, 7, 6, 3, hook_calls, splits=(4,))
-    assert hook_calls == [(False, True), (True, False), (False, True)]  # backward order: the last segment first
+    (``cont``: its anchors are inputs and it does not open) and two full chunks; all three backwards fused."""
+    _check(17, 5, 7, 6, 3, hook_calls, splits=(4,), **flags)
+    assert hook_calls == [(False, False, True), (False, True, True), (False, False, True)]  # the last segment first
+
+
+def test_state_resumed_inside_a_chunk_with_anchors(hook_calls):
+    """A state resumed 3 tokens into a chunk whose anchors differ from its weights: gradients reach the anchors."""
+    _check(13, 6, 5, 6, 5, hook_calls, offset=3)
+    assert hook_calls == [(False, False, True), (False, True, True)]
+
+
+def test_declined_key_value_memories_still_match(hook_calls):
+    """``smt_kv`` (the driver's ``derive``) has no fused backward: the hook declines and the loop runs."""
+    gen = torch.Generator().manual_seed(7)
+    leaves, st = _state((2,), B, H, 5, 7, True, gen)
+    leaves.update({n: torch.randn(B, H, 13, 5, generator=gen).requires_grad_() for n in ("k_in", "v_in")})
+    leaves.update(zip(("eta", "alpha", "beta"), (g.requires_grad_() for g in _gates((B, H), 13, gen))))
+
+    def run(fn):
+        k, v, st_end = fn(leaves["k_in"], leaves["v_in"], leaves["eta"], leaves["alpha"], leaves["beta"], st,
+                          chunk_size=6)
+        return [k, v, *_state_outputs(st_end)]
+
+    _compare("smt_kv", run(smt_kv_chunk), run(op.smt_kv), leaves, gen)
+    assert hook_calls == [(True, False, False)]
 
 
 def test_fused_backward_replaces_the_loop(monkeypatch, hook_calls):
@@ -115,7 +141,7 @@ def test_fused_backward_replaces_the_loop(monkeypatch, hook_calls):
     leaves, st, gen = _inputs(13, 5, 7, True, 1)
     outs = _run(op.dgd_memory, leaves, st, 6)
     _grads(outs, leaves, [torch.randn(o.shape, generator=gen) for o in outs])
-    assert hook_calls == [(False, True)]
+    assert hook_calls == [(False, False, True)]
 
 
 def test_too_large_for_the_device_runs_the_loop(monkeypatch, hook_calls):
@@ -136,7 +162,7 @@ def test_too_large_for_the_device_runs_the_loop(monkeypatch, hook_calls):
     ker = _run(op.dgd_memory, leaves, st, 6)
     with pytest.warns(UserWarning, match="per-chunk backward loop"):
         _compare("declined", ref, ker, leaves, gen)
-    assert hook_calls == [(False, False)] and len(op._DECLINED) == 1
+    assert hook_calls == [(False, False, False)] and len(op._DECLINED) == 1
 
 
 _COMPILE = r"""
@@ -146,7 +172,7 @@ from triton.compiler import ASTSource
 from hope.kernels.dgd.chunks_bwd import dgd_chunks_bwd_kernel as fn
 
 for on, act in ((True, 0), (False, 2)):
-    const = dict(ACT=act, DGD=on, DAMPING=on, SELF_TARGET=on, UNIT=on, MOMENTUM=on, BT=16, BD=16, BH=16,
+    const = dict(ACT=act, DGD=on, DAMPING=on, SELF_TARGET=on, UNIT=on, MOMENTUM=on, CONT=on, BT=16, BD=16, BH=16,
                  DOT_PREC="ieee")
     sig = {n: "constexpr" if n in const else "i32" if n in ("NC", "C", "D", "HID") else "*fp32" for n in fn.arg_names}
     triton.compile(ASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32))

@@ -12,10 +12,12 @@ hidden read-out) and back-propagates it analytically; the VJPs are those of ``ho
   UT/WY solve), the read-out ``q + W1_t s(W2_t q_t)`` (``s'`` between the layers);
 * the inner gradients at the anchor (:func:`_inner_grads_vjp`, with ``s''`` and the damping), the self-generated
   target ``L2norm(M_0(v))`` (:func:`_mlp_vjp`, :func:`_l2norm_vjp`; paper Eq. 87/90);
-* the opening of the chunk ``V <- beta V; W <- W + V`` (``start_chunk_vjp``; the anchors are the opened weights).
+* the opening of the chunk ``V <- beta V; W <- W + V`` (``start_chunk_vjp``; the anchors are the opened weights),
+  except for the first chunk of a call that continues an open one (``CONT``: no opening, the anchors are inputs and
+  get their own cotangents).
 
-Calls that continue an open chunk (``cont``) and the key/value memories (``derive``) are not covered; the wrapper
-(``op.chunks_backward``) declines them and the driver runs its loop. All arithmetic is fp32 (loads are up-cast).
+The key/value memories (``derive``) are not covered; the wrapper (``op.chunks_backward``) declines them and the
+driver runs its loop. All arithmetic is fp32 (loads are up-cast).
 """
 
 from __future__ import annotations
@@ -96,14 +98,17 @@ def _inner_grads_vjp(A1, A2, K, z, h, slope, r, ra, den, g_u1, g_e1, g_e2, ACT: 
 def dgd_chunks_bwd_kernel(
     k_ptr, v_ptr, q_ptr, eta_ptr, la_ptr, beta_ptr,  # forward inputs: (N, NC, C, D) tokens, (N, NC, C), (N, NC)
     w1s_ptr, w2s_ptr, v1s_ptr, v2s_ptr,  # (N, NC, ...) chunk-start states written by the forward
+    a1_ptr, a2_ptr,  # (N, ...) the anchors of the continued chunk (CONT)
     gout_ptr, gw1_ptr, gw2_ptr, gv1_ptr, gv2_ptr, ga1_ptr, ga2_ptr,  # cotangents of the read-out, end state, anchors
     dk_ptr, dv_ptr, dq_ptr, deta_ptr, dla_ptr, dbeta_ptr,  # cotangents of the inputs (shapes as the inputs)
-    dw1_ptr, dw2_ptr, dv1_ptr, dv2_ptr,  # (N, ...) cotangents of the incoming state
+    dw1_ptr, dw2_ptr, dv1_ptr, dv2_ptr, da1_ptr, da2_ptr,  # (N, ...) cotangents of the incoming state, anchors
     NC, C, D, HID,
     ACT: tl.constexpr, DGD: tl.constexpr, DAMPING: tl.constexpr, SELF_TARGET: tl.constexpr, UNIT: tl.constexpr,
-    MOMENTUM: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr, DOT_PREC: tl.constexpr,
+    MOMENTUM: tl.constexpr, CONT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr,
+    DOT_PREC: tl.constexpr,
 ):
-    """Grid ``(N,)``: all ``NC`` chunks of memory ``i`` in reverse (every chunk opens: no ``cont``)."""
+    """Grid ``(N,)``: all ``NC`` chunks of memory ``i`` in reverse (with ``CONT`` the first one continues an open
+    chunk from the anchors ``a1, a2``)."""
     i = tl.program_id(0).to(tl.int64)
     S = D * HID
     m1 = _mat_offsets(D, HID, BD, BH)[1]  # the entries of W1 and W2 (not the blocks' padding)
@@ -116,8 +121,11 @@ def dgd_chunks_bwd_kernel(
     else:
         gV1 = tl.zeros_like(gW1)
         gV2 = tl.zeros_like(gW2)
-    gA1 = _load_mat(ga1_ptr + i * S, D, HID, BD, BH)  # the last chunk's anchors are an output
+    gA1 = _load_mat(ga1_ptr + i * S, D, HID, BD, BH)  # the anchors' cotangents: the last chunk's are an output
     gA2 = _load_mat(ga2_ptr + i * S, HID, D, BH, BD)
+    if CONT:
+        A1in = _load_mat(a1_ptr + i * S, D, HID, BD, BH)
+        A2in = _load_mat(a2_ptr + i * S, HID, D, BH, BD)
     t = tl.arange(0, BT)
     dd = tl.arange(0, BD)
     omask = (t[:, None] < C) & (dd[None, :] < D)
@@ -127,7 +135,11 @@ def dgd_chunks_bwd_kernel(
         # ---- recompute chunk j from its start state (the forward kernel's _open and _learn, step by step)
         W1s, W2s, V1s, V2s, _, _ = _load_state(w1s_ptr + c * S, w2s_ptr + c * S, v1s_ptr + c * S, v2s_ptr + c * S,
                                                w1s_ptr, w2s_ptr, D, HID, False, MOMENTUM, BD, BH)
-        W1, W2, V1, V2, A1, A2 = _open(W1s, W2s, V1s, V2s, W1s, W2s, beta_ptr + c, j >= 0, MOMENTUM)
+        if not CONT:
+            A1in = W1s
+            A2in = W2s
+        opened = (j > 0) | (not CONT)
+        W1, W2, V1, V2, A1, A2 = _open(W1s, W2s, V1s, V2s, A1in, A2in, beta_ptr + c, opened, MOMENTUM)
         tok = c * C * D
         K = _load_tokens(k_ptr + tok, C, D, BT, BD, 0)
         Vt = _load_tokens(v_ptr + tok, C, D, BT, BD, 0)
@@ -166,21 +178,25 @@ def dgd_chunks_bwd_kernel(
         tl.store(dq_ptr + tok + t[:, None] * D + dd[None, :], (gout + dQ2).to(dq_ptr.dtype.element_ty), mask=omask)
         tl.store(deta_ptr + c * C + t, (deta + deta2).to(deta_ptr.dtype.element_ty), mask=t < C)
         tl.store(dla_ptr + c * C + t, (dla + dla2).to(dla_ptr.dtype.element_ty), mask=t < C)
-        # the opened weights are the start of both steps and the anchors: W = W_s + beta V_s, V = beta V_s
-        gO1 = dW1 + ga1 + gA1
-        gO2 = dW2 + ga2 + gA2
-        gA1 = tl.zeros_like(gA1)
-        gA2 = tl.zeros_like(gA2)
+        # the chunk's start weights W (both steps start there) and its anchors
+        gA1 += ga1
+        gA2 += ga2
+        if MOMENTUM:  # W's share of the velocity (gV: still the end velocity's cotangent)
+            dW1 -= gV1
+            dW2 -= gV2
+        # opened: W = A = W_s + beta V_s, V = beta V_s; else W = W_s, V = V_s and the anchors are the inputs'
+        gO1 = dW1 + tl.where(opened, gA1, 0.0)
+        gO2 = dW2 + tl.where(opened, gA2, 0.0)
+        gA1 = tl.where(opened, 0.0, gA1)
+        gA2 = tl.where(opened, 0.0, gA2)
         if MOMENTUM:
-            gO1 -= gV1  # W_start's share of the velocity (gV: still the end velocity's cotangent)
-            gO2 -= gV2
             gv1 = gO1 + gV1  # the opened velocity: its own term in V_end and its share of W
             gv2 = gO2 + gV2
-            tl.store(dbeta_ptr + c, (tl.sum(tl.sum(gv1 * V1s, 1), 0) + tl.sum(tl.sum(gv2 * V2s, 1), 0)).to(
-                dbeta_ptr.dtype.element_ty))
+            db = tl.sum(tl.sum(gv1 * V1s, 1), 0) + tl.sum(tl.sum(gv2 * V2s, 1), 0)
+            tl.store(dbeta_ptr + c, tl.where(opened, db, 0.0).to(dbeta_ptr.dtype.element_ty))
             b = tl.load(beta_ptr + c).to(tl.float32)
-            gV1 = tl.where(m1, b * gv1, 0.0)
-            gV2 = tl.where(m2, b * gv2, 0.0)
+            gV1 = tl.where(m1 & opened, b * gv1, tl.where(m1, gV1, 0.0))
+            gV2 = tl.where(m2 & opened, b * gv2, tl.where(m2, gV2, 0.0))
         gW1 = tl.where(m1, gO1, 0.0)  # padding entries stay zero
         gW2 = tl.where(m2, gO2, 0.0)
     _store_mat(dw1_ptr + i * S, gW1, D, HID, BD, BH)
@@ -188,3 +204,6 @@ def dgd_chunks_bwd_kernel(
     if MOMENTUM:
         _store_mat(dv1_ptr + i * S, gV1, D, HID, BD, BH)
         _store_mat(dv2_ptr + i * S, gV2, HID, D, BH, BD)
+    if CONT:
+        _store_mat(da1_ptr + i * S, gA1, D, HID, BD, BH)
+        _store_mat(da2_ptr + i * S, gA2, HID, D, BH, BD)

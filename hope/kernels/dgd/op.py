@@ -5,8 +5,8 @@ backward are the Triton kernels of ``hope/kernels/dgd/fwd.py`` and ``hope/kernel
 plugs the same kernels into the one chunk driver (:mod:`hope.ops.dgd.chunk_loop`) as its per-chunk step, so
 ``dgd_memory`` and ``smt_kv`` are :mod:`hope.ops.dgd.chunk` with the forward over all chunks in one launch
 (``hope/kernels/dgd/chunks_fwd.py``, :func:`chunks_forward`). The main memory's backward is one launch over all
-chunks too (``hope/kernels/dgd/chunks_bwd.py``, :func:`chunks_backward`); elsewhere (the key/value memories, a call
-continuing an open chunk) the backward recomputes each chunk from its saved start state with the per-chunk kernels
+chunks too (``hope/kernels/dgd/chunks_bwd.py``, :func:`chunks_backward`); elsewhere (the key/value memories, a
+kernel that does not fit) the backward recomputes each chunk from its saved start state with the per-chunk kernels
 and back-propagates the momentum step, the inner gradients at the anchor and the self-generated targets in PyTorch
 with their analytic VJPs (see ``hope/kernels/README.md``).
 """
@@ -192,13 +192,13 @@ def chunks_backward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alph
     """The one-launch backward of the main memory (``hope/kernels/dgd/chunks_bwd.py``) after :func:`chunks_forward`:
     the driver's chunked flat inputs, the chunk-start states the forward returned, the cotangents of the read-out
     (``g_outs``), of the end state ``(w1, w2, v1, v2)`` and of the last chunk's anchors. Returns None (the driver then
-    runs its per-chunk loop, same results) for the key/value memories (``derive``), for a call that continues an
-    open chunk (``cont``) and when the kernel does not fit on the device (with a warning the first time)."""
-    if derive or cont or anchors is not None:
+    runs its per-chunk loop, same results) for the key/value memories (``derive``) and when the kernel does not fit
+    on the device (with a warning the first time)."""
+    if derive:
         return None
     N, nc, C, d = x1.shape
     h = starts[0].shape[-1]
-    meta = _chunks_meta(f, C, d, h, starts[0].dtype)
+    meta = dict(_chunks_meta(f, C, d, h, starts[0].dtype), CONT=cont)
     key = ("bwd", x1.device, *meta.items())
     if key in _DECLINED:
         return None
@@ -207,17 +207,19 @@ def chunks_backward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alph
     v1s, v2s = (t.contiguous() for t in starts[2:]) if f.momentum else (w1s, w2s)
     g_out = g_outs[0].contiguous()
     w1, w2 = w1s[:, 0], w2s[:, 0]
+    a1, a2 = (w1s, w2s) if anchors is None else (t.contiguous() for t in anchors)
     g_w1, g_w2, g_v1, g_v2, g_a1, g_a2 = (torch.zeros_like(w) if g is None else g.contiguous() for g, w in zip(
         (*g_end, *g_anchors), (w1, w2, w1, w2, w1, w2)))
     dk, dv, dq = (_empty(t.shape, t.dtype, t.device) for t in (x1, x2, q))
     deta, dla, dbeta = (_empty(t.shape, t.dtype, t.device) for t in (eta, log_alpha, beta))
     dw1, dw2 = (_empty(w.shape, w.dtype, w.device) for w in (w1, w2))
     dv1, dv2 = (_empty(w.shape, w.dtype, w.device) for w in (w1, w2)) if f.momentum else (dw1, dw2)
+    da1, da2 = (_empty(w.shape, w.dtype, w.device) for w in (w1, w2)) if cont else (dw1, dw2)
     try:
         if N > 0:
-            dgd_chunks_bwd_kernel[(N,)](x1, x2, q, eta, log_alpha, beta, w1s, w2s, v1s, v2s,
+            dgd_chunks_bwd_kernel[(N,)](x1, x2, q, eta, log_alpha, beta, w1s, w2s, v1s, v2s, a1, a2,
                                         g_out, g_w1, g_w2, g_v1, g_v2, g_a1, g_a2,
-                                        dk, dv, dq, deta, dla, dbeta, dw1, dw2, dv1, dv2,
+                                        dk, dv, dq, deta, dla, dbeta, dw1, dw2, dv1, dv2, da1, da2,
                                         nc, C, d, h, SELF_TARGET=f.self_target, **meta)
     except OutOfResources as err:  # raised before the launch: nothing was written
         _DECLINED.add(key)
@@ -227,7 +229,7 @@ def chunks_backward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alph
         return None
     vel = (dv1, dv2) if f.momentum else (None, None)
     inputs = dict(x1=dk, x2=dv, q=dq, eta=deta, log_alpha=dla, beta=dbeta if f.momentum else None)
-    return FusedGrads(inputs, (dw1, dw2, *vel), (None, None))
+    return FusedGrads(inputs, (dw1, dw2, *vel), (da1, da2) if cont else (None, None))
 
 
 class TritonStep:
