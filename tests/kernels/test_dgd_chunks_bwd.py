@@ -169,19 +169,27 @@ _COMPILE = r"""
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from hope.kernels.dgd.chunks_bwd import dgd_chunks_bwd_kernel as fn
+from hope.kernels.dgd.bwd import linear_chunk_bwd_kernel
+from hope.kernels.dgd.chunks_bwd import dgd_chunks_bwd_kernel
+from hope.kernels.dgd.chunks_fwd import dgd_chunks_fwd_kernel
 
-for on, act in ((True, 0), (False, 2)):
-    const = dict(ACT=act, DGD=on, DAMPING=on, SELF_TARGET=on, UNIT=on, MOMENTUM=on, CONT=on, BT=16, BD=16, BH=16,
-                 DOT_PREC="ieee")
-    sig = {n: "constexpr" if n in const else "i32" if n in ("NC", "C", "D", "HID") else "*fp32" for n in fn.arg_names}
+flags = [dict(ACT=act, DGD=on, DAMPING=on, SELF_TARGET=on, UNIT=on, MOMENTUM=on, CONT=on)
+         for on, act in ((True, 0), (False, 2))]
+blocks = dict(BT=16, BD=16, BH=16, DOT_PREC="ieee")
+cases = [(dgd_chunks_bwd_kernel, dict(f, **blocks)) for f in flags]
+cases += [(dgd_chunks_fwd_kernel, dict(flags[0], **blocks)),  # its helpers are shared with the backward
+          (linear_chunk_bwd_kernel, dict(DGD=True, HAS_X=True, BT=16, BM=16, BK=16, DOT_PREC="ieee"))]
+for fn, const in cases:
+    sig = {n: "constexpr" if n in const else "i32" if n in ("NC", "C", "D", "HID", "n", "M", "K", "NB") else "*fp32"
+           for n in fn.arg_names}
     triton.compile(ASTSource(fn, sig, const), target=GPUTarget("cuda", 90, 32))
 """
 
 
 def test_compiles_for_sm90():
     """The interpreter runs code the compiler rejects (e.g. a loop-carried variable changing type): compile the
-    kernel for sm_90 offline (Triton's bundled ptxas, no GPU needed), all flags on and all off."""
+    fused backward for sm_90 offline (Triton's bundled ptxas, no GPU needed), all flags on and all off, and the two
+    kernels whose helpers it shares (the fused forward, the per-chunk backward)."""
     import os
     import subprocess
     import sys
