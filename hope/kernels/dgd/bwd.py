@@ -5,7 +5,8 @@ gates): each program recomputes the chunk (``_chunk_prologue``: decays, the tria
 then back-propagates analytically through it. Like the forward, a program owns one block of ``BM`` rows of
 ``W``; gradients that sum over rows (``dU``, ``dX``, ``d eta``, ``d log alpha``) are written as per-block
 partials and summed by the caller (a no-op when one block covers ``W``). The derivation is in
-``hope/kernels/README.md``.
+``hope/kernels/README.md``; :func:`_gated_step_vjp` is that math on register tiles, shared with the one-launch
+backward over all chunks (``chunks_bwd.py``).
 """
 
 from __future__ import annotations
@@ -17,32 +18,15 @@ from hope.kernels.dgd.fwd import _chunk_prologue, _load_tokens
 
 
 @triton.jit
-def linear_chunk_bwd_kernel(
-    w_ptr, u_ptr, d_ptr, x_ptr, eta_ptr, la_ptr,  # forward inputs
-    dwend_ptr, dy_ptr, ds_ptr,  # output gradients
-    dw_ptr, dd_ptr, du_ptr, dx_ptr, deta_ptr, dla_ptr,  # input gradients (du..dla: per-block partials)
-    n, M, K, NB,
-    DGD: tl.constexpr, HAS_X: tl.constexpr, BT: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
-    DOT_PREC: tl.constexpr,
-):
-    i_n = tl.program_id(0).to(tl.int64)
-    i_m = tl.program_id(1)
-    m0 = i_m * BM
-    off_w = i_n * M * K
-    off_u = i_n * n * K
-    off_d = i_n * n * M
-    U, D, W, eta, e, g, gp, gl, GD, A, P, Tinv, B, C = _chunk_prologue(
-        u_ptr + off_u, d_ptr + off_d, w_ptr + off_w, eta_ptr + i_n * n, la_ptr + i_n * n, n, M, K, m0,
-        DGD, BT, BM, BK, DOT_PREC)
+def _gated_step_vjp(U, D, W, X, eta, e, g, gp, gl, GD, A, P, Tinv, B, C, dwe, dy, ds, n,
+                    DGD: tl.constexpr, HAS_X: tl.constexpr, HAS_S: tl.constexpr, BT: tl.constexpr,
+                    DOT_PREC: tl.constexpr):
+    """Cotangents ``(dW, dD, dU, dX, d eta, d log alpha)`` of one chunk of the gated DGD step of ``W`` (rows: the
+    whole matrix or one block; ``dU``, ``dX``, ``d eta``, ``d log alpha`` are then that block's partials) given
+    those of ``W_end`` (``dwe``), the reads ``Y = W_t X_t`` (``dy``, with ``HAS_X``) and the steps' sum
+    ``S = GD^T U`` (``ds``, with ``HAS_S``). The other arguments are the recompute of :func:`_gated_solve` and
+    :func:`_chunk_gates` (``hope.ops.dgd.vjp.gated_step_vjp`` is the PyTorch twin, on the gate products)."""
     t = tl.arange(0, BT)
-    tmask = t < n
-    mm = m0 + tl.arange(0, BM)
-    kk = tl.arange(0, BK)
-    wmask = (mm[:, None] < M) & (kk[None, :] < K)
-    w_offs = off_w + mm[:, None] * K + kk[None, :]
-    dwe = tl.load(dwend_ptr + w_offs, mask=wmask, other=0.0).to(tl.float32)
-    ds = tl.load(ds_ptr + w_offs, mask=wmask, other=0.0).to(tl.float32)
-
     # W_end = exp(gl) W + (f * C)^T U,  f_t = exp(gl - g_t)
     egl = tl.exp(gl)
     f = tl.exp(gl - g)
@@ -55,12 +39,10 @@ def linear_chunk_bwd_kernel(
     dgl += tl.sum(f * df, 0)
     dg = -f * df
     dgp = tl.zeros((BT,), dtype=tl.float32)
-    dx = tl.zeros((BT, BK), dtype=tl.float32)
+    dx = tl.zeros_like(U)
 
     # Y = exp(g) * (X W^T) + (Q o X U^T) C
     if HAS_X:
-        X = _load_tokens(x_ptr + off_u, n, K, BT, BK, 0)
-        dy = _load_tokens(dy_ptr + off_d, n, M, BT, BM, m0)
         causal = t[:, None] >= t[None, :]
         Q = tl.exp(tl.where(causal, g[:, None] - g[None, :], float("-inf")))
         eg = tl.exp(g)
@@ -79,8 +61,11 @@ def linear_chunk_bwd_kernel(
         du += tl.dot(tl.trans(dxu), X, input_precision=DOT_PREC)
 
     # S = GD^T U
-    dgd = tl.dot(U, tl.trans(ds), input_precision=DOT_PREC)
-    du += tl.dot(GD, ds, input_precision=DOT_PREC)
+    if HAS_S:
+        dgd = tl.dot(U, tl.trans(ds), input_precision=DOT_PREC)
+        du += tl.dot(GD, ds, input_precision=DOT_PREC)
+    else:
+        dgd = tl.zeros_like(GD)
     de = tl.zeros((BT,), dtype=tl.float32)
     if DGD:
         # C = Tinv R,  R = GD - (e exp(gp)) o B,  B = U W^T,  L = e o P o A,  A = U U^T
@@ -111,7 +96,7 @@ def linear_chunk_bwd_kernel(
     dg += dgp
     dg += tl.where(t == n - 1, dgl, 0.0)
     dla = tl.sum(tl.where(t[:, None] >= t[None, :], dg[:, None], 0.0), 0) - dgp
-    if DGD:
+    if DGD:  # e = eta / (1 + eta |u|^2)
         nu = tl.sum(U * U, 1)
         den = 1.0 + eta * nu
         deta = de / (den * den)
@@ -119,6 +104,43 @@ def linear_chunk_bwd_kernel(
         du += 2.0 * dnu[:, None] * U
     else:
         deta = de
+    return dw, dd, du, dx, deta, dla
+
+
+@triton.jit
+def linear_chunk_bwd_kernel(
+    w_ptr, u_ptr, d_ptr, x_ptr, eta_ptr, la_ptr,  # forward inputs
+    dwend_ptr, dy_ptr, ds_ptr,  # output gradients
+    dw_ptr, dd_ptr, du_ptr, dx_ptr, deta_ptr, dla_ptr,  # input gradients (du..dla: per-block partials)
+    n, M, K, NB,
+    DGD: tl.constexpr, HAS_X: tl.constexpr, BT: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    i_n = tl.program_id(0).to(tl.int64)
+    i_m = tl.program_id(1)
+    m0 = i_m * BM
+    off_w = i_n * M * K
+    off_u = i_n * n * K
+    off_d = i_n * n * M
+    U, D, W, eta, e, g, gp, gl, GD, A, P, Tinv, B, C = _chunk_prologue(
+        u_ptr + off_u, d_ptr + off_d, w_ptr + off_w, eta_ptr + i_n * n, la_ptr + i_n * n, n, M, K, m0,
+        DGD, BT, BM, BK, DOT_PREC)
+    t = tl.arange(0, BT)
+    tmask = t < n
+    mm = m0 + tl.arange(0, BM)
+    kk = tl.arange(0, BK)
+    wmask = (mm[:, None] < M) & (kk[None, :] < K)
+    w_offs = off_w + mm[:, None] * K + kk[None, :]
+    dwe = tl.load(dwend_ptr + w_offs, mask=wmask, other=0.0).to(tl.float32)
+    ds = tl.load(ds_ptr + w_offs, mask=wmask, other=0.0).to(tl.float32)
+    if HAS_X:
+        X = _load_tokens(x_ptr + off_u, n, K, BT, BK, 0)
+        dy = _load_tokens(dy_ptr + off_d, n, M, BT, BM, m0)
+    else:
+        X = U
+        dy = D
+    dw, dd, du, dx, deta, dla = _gated_step_vjp(U, D, W, X, eta, e, g, gp, gl, GD, A, P, Tinv, B, C, dwe, dy, ds,
+                                                n, DGD, HAS_X, True, BT, DOT_PREC)
 
     tl.store(dw_ptr + w_offs, dw.to(dw_ptr.dtype.element_ty), mask=wmask)
     dmask = tmask[:, None] & (mm[None, :] < M)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hope.kernels.dgd.fwd import _load_tokens, _unit_lower_inverse
+from hope.kernels.dgd.fwd import _chunk_gates, _gated_solve, _load_tokens
 
 SILU, GELU, GELU_TANH = 0, 1, 2  # the ``ACT`` codes, as :data:`hope.ops.common.ACTIVATIONS`
 
@@ -44,6 +44,24 @@ def _act(z, ACT: tl.constexpr):
         s = 0.5 * z * (1.0 + th)
         ds = 0.5 * (1.0 + th) + 0.5 * z * (1.0 - th * th) * 0.7978845608028654 * (1.0 + 0.134145 * z * z)
     return s, ds
+
+
+@triton.jit
+def _act2(z, ACT: tl.constexpr):
+    """``s''(z)`` (``hope.ops.common.activation_grad2``, the same formulas; the outer backward of the slope)."""
+    if ACT == 0:  # silu
+        sig = tl.sigmoid(z)
+        d2 = sig * (1.0 - sig) * (2.0 + z * (1.0 - 2.0 * sig))
+    elif ACT == 1:  # exact (erf) gelu
+        d2 = tl.exp(-0.5 * z * z) * 0.3989422804014327 * (2.0 - z * z)
+    else:  # tanh gelu: s = 0.5 z (1 + th), th = tanh(c (z + a z^3))
+        c = 0.7978845608028654 * (z + 0.044715 * z * z * z)
+        th = 2.0 * tl.sigmoid(2.0 * c) - 1.0
+        dc = 0.7978845608028654 * (1.0 + 0.134145 * z * z)
+        dth = (1.0 - th * th) * dc
+        d2th = -2.0 * th * dth * dc + (1.0 - th * th) * 0.7978845608028654 * 0.26829 * z
+        d2 = dth + 0.5 * z * d2th
+    return d2
 
 
 @triton.jit
@@ -83,11 +101,15 @@ def _mlp(A1, A2, X, ACT: tl.constexpr, DOT_PREC: tl.constexpr):
 def _inner_grads(A1, A2, K, target, ACT: tl.constexpr, DGD: tl.constexpr, DAMPING: tl.constexpr,
                  DOT_PREC: tl.constexpr):
     """``(u1, e1, e2)`` of ``hope.ops.dgd.common.inner_grads`` (``u2`` is ``K``): the hidden activations and the
-    error terms of ``W1`` and ``W2`` for the inner loss ``0.5 |M(k) - target|^2`` at the anchor."""
+    error terms of ``W1`` and ``W2`` for the inner loss ``0.5 |M(k) - target|^2`` at the anchor; then the
+    intermediates its VJP (``chunks_bwd._inner_grads_vjp``) reads: ``z = K A2^T``, ``s'(z)``, the residual ``r``,
+    ``r A1`` and the damping denominator (ones without damping)."""
     z = tl.dot(K, tl.trans(A2), input_precision=DOT_PREC)
     h, slope = _act(z, ACT)
     r = K + tl.dot(h, tl.trans(A1), input_precision=DOT_PREC) - target
-    delta2 = tl.dot(r, A1, input_precision=DOT_PREC) * slope
+    ra = tl.dot(r, A1, input_precision=DOT_PREC)
+    delta2 = ra * slope
+    den = tl.full((z.shape[0],), 1.0, tl.float32)
     if not DGD:
         e1 = r
         e2 = delta2
@@ -99,7 +121,23 @@ def _inner_grads(A1, A2, K, target, ACT: tl.constexpr, DGD: tl.constexpr, DAMPIN
         den = 1.0 + tl.sum(slope * slope * sq[None, :], 1)
         e1 = K - target
         e2 = delta2 / den[:, None] - z
-    return h, e1, e2
+    return h, e1, e2, z, slope, r, ra, den
+
+
+@triton.jit
+def _gated_read(W, U, X, C, g, BT: tl.constexpr, DOT_PREC: tl.constexpr):
+    """The reads ``Y_t = W_t x_t`` of one chunk: ``exp(g) o (X W^T) + (Q o X U^T) C``, ``Q_ts = exp(g_t - g_s)``
+    for ``s <= t``."""
+    t = tl.arange(0, BT)
+    Q = tl.exp(tl.where(t[:, None] >= t[None, :], g[:, None] - g[None, :], float("-inf")))
+    Y = tl.exp(g)[:, None] * tl.dot(X, tl.trans(W), input_precision=DOT_PREC)
+    return Y + tl.dot(Q * tl.dot(X, tl.trans(U), input_precision=DOT_PREC), C, input_precision=DOT_PREC)
+
+
+@triton.jit
+def _gated_end(W, U, C, g, gl, DOT_PREC: tl.constexpr):
+    """The chunk's end state ``W_end = exp(gl) W + (exp(gl - g) o C)^T U``."""
+    return tl.exp(gl) * W + tl.dot(tl.trans(C * tl.exp(gl - g)[:, None]), U, input_precision=DOT_PREC)
 
 
 @triton.jit
@@ -108,23 +146,10 @@ def _gated_step(W, U, E, X, eta, g, gp, gl, n, DGD: tl.constexpr, HAS_X: tl.cons
     """One chunk of ``W_t = alpha_t W_{t-1} + c_t u_t^T`` with ``c_t = -eta'_t (W_{t-1} u_t + e_t)`` (DGD,
     ``eta' = eta / (1 + eta |u|^2)``) or ``c_t = -eta_t e_t``: returns ``W_end`` and the reads ``W_t x_t``
     (zeros without ``HAS_X``). ``g``, ``gp``, ``gl``: inclusive, exclusive and total log-decay cumsums."""
-    t = tl.arange(0, BT)
-    if DGD:
-        e = eta / (1.0 + eta * tl.sum(U * U, 1))
-    else:
-        e = eta
-    C = -e[:, None] * E
-    if DGD:  # (I + L) C = R, L_ts = e_t exp(gp_t - g_s) u_t.u_s (s < t), R = -e (exp(gp) W u + E)
-        P = tl.exp(tl.where(t[:, None] > t[None, :], gp[:, None] - g[None, :], float("-inf")))
-        L = e[:, None] * P * tl.dot(U, tl.trans(U), input_precision=DOT_PREC)
-        R = C - (e * tl.exp(gp))[:, None] * tl.dot(U, tl.trans(W), input_precision=DOT_PREC)
-        C = tl.dot(_unit_lower_inverse(L, n, BT), R, input_precision=DOT_PREC)
-    f = tl.exp(gl - g)
-    W_end = tl.exp(gl) * W + tl.dot(tl.trans(C * f[:, None]), U, input_precision=DOT_PREC)
+    _, _, _, _, _, _, C = _gated_solve(W, U, E, eta, g, gp, n, DGD, BT, DOT_PREC)
+    W_end = _gated_end(W, U, C, g, gl, DOT_PREC)
     if HAS_X:
-        Q = tl.exp(tl.where(t[:, None] >= t[None, :], g[:, None] - g[None, :], float("-inf")))
-        Y = tl.exp(g)[:, None] * tl.dot(X, tl.trans(W), input_precision=DOT_PREC)
-        Y += tl.dot(Q * tl.dot(X, tl.trans(U), input_precision=DOT_PREC), C, input_precision=DOT_PREC)
+        Y = _gated_read(W, U, X, C, g, BT, DOT_PREC)
     else:
         Y = tl.zeros_like(E)
     return W_end, Y
@@ -144,25 +169,31 @@ def _open(W1, W2, V1, V2, A1, A2, beta_ptr, opened, MOMENTUM: tl.constexpr):
 
 
 @triton.jit
+def _target(A1, A2, Vt, ACT: tl.constexpr, SELF_TARGET: tl.constexpr, UNIT: tl.constexpr, DOT_PREC: tl.constexpr):
+    """The regression target of the chunk and the memory read it normalises: ``(L2norm(M_0(v)), M_0(v))``
+    (paper Eq. 87/90), ``(M_0(v), M_0(v))`` without ``UNIT`` or ``(v, v)`` without ``SELF_TARGET``."""
+    if SELF_TARGET:
+        m = _mlp(A1, A2, Vt, ACT, DOT_PREC)
+        if UNIT:
+            target = _l2norm(m)
+        else:
+            target = m
+    else:
+        m = Vt
+        target = Vt
+    return target, m
+
+
+@triton.jit
 def _learn(W1, W2, V1, V2, A1, A2, K, Vt, X, eta_ptr, la_ptr, n,
            ACT: tl.constexpr, DGD: tl.constexpr, DAMPING: tl.constexpr, SELF_TARGET: tl.constexpr,
            UNIT: tl.constexpr, MOMENTUM: tl.constexpr, HAS_X: tl.constexpr, BT: tl.constexpr,
            DOT_PREC: tl.constexpr):
     """One opened chunk of one memory learning ``K -> target(Vt)`` at the anchors ``(A1, A2)``: the end state
     ``(W1, W2, V1, V2)`` and, with ``HAS_X``, the read-out ``W1_t s(W2_t x_t)``."""
-    t = tl.arange(0, BT)
-    eta = tl.load(eta_ptr + t, mask=t < n, other=0.0).to(tl.float32)
-    la = tl.load(la_ptr + t, mask=t < n, other=0.0).to(tl.float32)
-    g = tl.sum(tl.where(t[None, :] <= t[:, None], la[None, :], 0.0), 1)
-    gp = g - la
-    gl = tl.sum(tl.where(t == n - 1, g, 0.0), 0)
-    if SELF_TARGET:
-        target = _mlp(A1, A2, Vt, ACT, DOT_PREC)
-        if UNIT:
-            target = _l2norm(target)
-    else:
-        target = Vt
-    u1, e1, e2 = _inner_grads(A1, A2, K, target, ACT, DGD, DAMPING, DOT_PREC)
+    eta, _, g, gp, gl = _chunk_gates(eta_ptr, la_ptr, n, BT)
+    target, _ = _target(A1, A2, Vt, ACT, SELF_TARGET, UNIT, DOT_PREC)
+    u1, e1, e2, _, _, _, _, _ = _inner_grads(A1, A2, K, target, ACT, DGD, DAMPING, DOT_PREC)
     W2e, y2 = _gated_step(W2, K, e2, X, eta, g, gp, gl, n, DGD, HAS_X, BT, DOT_PREC)
     x1, _ = _act(y2, ACT)
     W1e, y1 = _gated_step(W1, u1, e1, x1, eta, g, gp, gl, n, DGD, HAS_X, BT, DOT_PREC)

@@ -47,52 +47,62 @@ def _load_tokens(ptr, n, width, BT: tl.constexpr, BW: tl.constexpr, col0):
 
 
 @triton.jit
+def _chunk_gates(eta_ptr, la_ptr, n, BT: tl.constexpr):
+    """The chunk's raw steps ``eta`` and log retentions ``la`` (zero padded) and their log-decay cumsums: ``g``
+    inclusive, ``gp = g - la`` exclusive, ``gl`` the chunk's total (padding has log alpha = 0, so ``g_pad = gl``)."""
+    t = tl.arange(0, BT)
+    eta = tl.load(eta_ptr + t, mask=t < n, other=0.0).to(tl.float32)
+    la = tl.load(la_ptr + t, mask=t < n, other=0.0).to(tl.float32)
+    g = tl.sum(tl.where(t[None, :] <= t[:, None], la[None, :], 0.0), 1)
+    gl = tl.sum(tl.where(t == n - 1, g, 0.0), 0)
+    return eta, la, g, g - la, gl
+
+
+@triton.jit
+def _gated_solve(W, U, D, eta, g, gp, n, DGD: tl.constexpr, BT: tl.constexpr, DOT_PREC: tl.constexpr):
+    """The steps ``C`` of one chunk of ``W_t = alpha_t W_{t-1} + c_t u_t^T`` (rows of ``W``: any block of the
+    matrix) and what the backward reuses: returns ``e, GD, A, P, Tinv, B, C`` (README names): ``e`` the effective
+    step ``eta' = eta / (1 + eta |u|^2)`` (``eta`` without DGD), ``GD = -e o D``, ``A = U U^T``, ``P`` the strict
+    decay mask, ``Tinv = (I + L)^{-1}`` with ``L = e o P o A``, ``B = U W^T`` and ``C = Tinv R``,
+    ``R = GD - (e exp(gp)) o B`` (``C = GD`` without DGD, and ``A, P, Tinv, B`` are zeros)."""
+    t = tl.arange(0, BT)
+    if DGD:
+        e = eta / (1.0 + eta * tl.sum(U * U, 1))
+    else:
+        e = eta
+    GD = -e[:, None] * D
+    if DGD:
+        A = tl.dot(U, tl.trans(U), input_precision=DOT_PREC)
+        P = tl.exp(tl.where(t[:, None] > t[None, :], gp[:, None] - g[None, :], float("-inf")))
+        Tinv = _unit_lower_inverse(e[:, None] * P * A, n, BT)
+        B = tl.dot(U, tl.trans(W), input_precision=DOT_PREC)
+        C = tl.dot(Tinv, GD - (e * tl.exp(gp))[:, None] * B, input_precision=DOT_PREC)
+    else:
+        A = tl.zeros((BT, BT), dtype=tl.float32)
+        P = tl.zeros((BT, BT), dtype=tl.float32)
+        Tinv = tl.zeros((BT, BT), dtype=tl.float32)
+        B = tl.zeros_like(GD)
+        C = GD
+    return e, GD, A, P, Tinv, B, C
+
+
+@triton.jit
 def _chunk_prologue(u_ptr, d_ptr, w_ptr, eta_ptr, la_ptr, n, M, K, m0,
                     DGD: tl.constexpr, BT: tl.constexpr, BM: tl.constexpr, BK: tl.constexpr,
                     DOT_PREC: tl.constexpr):
     """Everything shared by the forward and the backward (recompute) of one chunk and one row block.
 
-    Returns ``U, D, W, eta, e, g, gp, gl, GD, A, P, Tinv, B, C`` (see ``hope/kernels/README.md`` for the names):
-    ``e`` the effective step ``eta'``, ``g``/``gp`` inclusive/exclusive log-decay cumsums, ``gl`` the
-    chunk's total log-decay, ``GD = -e * D``, ``A = U U^T``, ``P`` the strict decay mask, ``Tinv`` the
-    inverse of the unit lower-triangular system, ``B = U W^T`` and ``C`` its solution (``= GD`` when
-    ``DGD`` is off, in which case ``A``, ``P``, ``Tinv`` and ``B`` are zeros).
+    Returns ``U, D, W, eta, e, g, gp, gl, GD, A, P, Tinv, B, C``: the loaded operands, the gates of
+    :func:`_chunk_gates` and the solve of :func:`_gated_solve` (names as in ``hope/kernels/README.md``).
     """
-    t = tl.arange(0, BT)
-    tmask = t < n
     U = _load_tokens(u_ptr, n, K, BT, BK, 0)
     D = _load_tokens(d_ptr, n, M, BT, BM, m0)
     mm = m0 + tl.arange(0, BM)
     kk = tl.arange(0, BK)
     W = tl.load(w_ptr + mm[:, None] * K + kk[None, :], mask=(mm[:, None] < M) & (kk[None, :] < K),
                 other=0.0).to(tl.float32)
-    eta = tl.load(eta_ptr + t, mask=tmask, other=0.0).to(tl.float32)
-    la = tl.load(la_ptr + t, mask=tmask, other=0.0).to(tl.float32)
-    nu = tl.sum(U * U, 1)
-    if DGD:
-        e = eta / (1.0 + eta * nu)
-    else:
-        e = eta
-    # inclusive cumsum g_t = sum_{s<=t} log alpha_s (padding tokens have log alpha = 0, so g_pad = gl)
-    g = tl.sum(tl.where(t[None, :] <= t[:, None], la[None, :], 0.0), 1)
-    gp = g - la
-    gl = tl.sum(tl.where(t == n - 1, g, 0.0), 0)
-    GD = -e[:, None] * D
-    if DGD:
-        A = tl.dot(U, tl.trans(U), input_precision=DOT_PREC)
-        strict = t[:, None] > t[None, :]
-        P = tl.exp(tl.where(strict, gp[:, None] - g[None, :], float("-inf")))
-        L = e[:, None] * P * A
-        Tinv = _unit_lower_inverse(L, n, BT)
-        B = tl.dot(U, tl.trans(W), input_precision=DOT_PREC)
-        R = GD - (e * tl.exp(gp))[:, None] * B
-        C = tl.dot(Tinv, R, input_precision=DOT_PREC)
-    else:
-        A = tl.zeros((BT, BT), dtype=tl.float32)
-        P = tl.zeros((BT, BT), dtype=tl.float32)
-        Tinv = tl.zeros((BT, BT), dtype=tl.float32)
-        B = tl.zeros((BT, BM), dtype=tl.float32)
-        C = GD
+    eta, la, g, gp, gl = _chunk_gates(eta_ptr, la_ptr, n, BT)
+    e, GD, A, P, Tinv, B, C = _gated_solve(W, U, D, eta, g, gp, n, DGD, BT, DOT_PREC)
     return U, D, W, eta, e, g, gp, gl, GD, A, P, Tinv, B, C
 
 

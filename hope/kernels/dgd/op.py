@@ -4,9 +4,11 @@
 backward are the Triton kernels of ``hope/kernels/dgd/fwd.py`` and ``hope/kernels/dgd/bwd.py``. ``TRITON_STEP``
 plugs the same kernels into the one chunk driver (:mod:`hope.ops.dgd.chunk_loop`) as its per-chunk step, so
 ``dgd_memory`` and ``smt_kv`` are :mod:`hope.ops.dgd.chunk` with the forward over all chunks in one launch
-(``hope/kernels/dgd/chunks_fwd.py``, :func:`chunks_forward`); the backward recomputes each chunk from its saved
-start state with the per-chunk kernels and back-propagates the momentum step, the inner gradients at the anchor
-and the self-generated targets in PyTorch with their analytic VJPs (see ``hope/kernels/README.md``).
+(``hope/kernels/dgd/chunks_fwd.py``, :func:`chunks_forward`). The main memory's backward is one launch over all
+chunks too (``hope/kernels/dgd/chunks_bwd.py``, :func:`chunks_backward`); elsewhere (the key/value memories, a
+kernel that does not fit) the backward recomputes each chunk from its saved start state with the per-chunk kernels
+and back-propagates the momentum step, the inner gradients at the anchor and the self-generated targets in PyTorch
+with their analytic VJPs (see ``hope/kernels/README.md``).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from torch import Tensor
 from triton.runtime.errors import OutOfResources
 
 from hope.kernels.dgd.bwd import linear_chunk_bwd_kernel
+from hope.kernels.dgd.chunks_bwd import dgd_chunks_bwd_kernel
 from hope.kernels.dgd.chunks_fwd import GELU, GELU_TANH, SILU, dgd_chunks_fwd_kernel, kv_chunks_fwd_kernel
 from hope.kernels.dgd.fwd import linear_chunk_fwd_kernel
 from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk
 from hope.ops.dgd.common import Flags, MemoryState
-from hope.ops.dgd.step import FusedChunks, StepGrads, StepHint
+from hope.ops.dgd.step import FusedChunks, FusedGrads, StepGrads, StepHint
 
 #: Allocate kernel outputs NaN-filled instead of uninitialised, so an element a kernel fails to write is
 #: caught by the parity tests (set by ``tests/kernels/conftest.py``; costs a fill, so off by default).
@@ -125,6 +128,13 @@ _ACT = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
 _DECLINED: set = set()
 
 
+def _chunks_meta(f: Flags, C: int, d: int, h: int, dtype: torch.dtype) -> dict:
+    """The block sizes and flags of the one-launch kernels (forward and backward)."""
+    return dict(BT=max(16, triton.next_power_of_2(C)), BD=max(16, triton.next_power_of_2(d)),
+                BH=max(16, triton.next_power_of_2(h)), DOT_PREC=_meta(C, h, d, dtype)["DOT_PREC"],
+                ACT=_ACT[f.act], DGD=f.dgd, DAMPING=f.damping, UNIT=f.unit_target, MOMENTUM=f.momentum)
+
+
 def chunks_forward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alpha, beta, state, anchors) -> FusedChunks:
     """The one-launch forward of the chunk driver (``hope/kernels/dgd/chunks_fwd.py``) on its chunked flat inputs
     (``(N, n_chunks, C, ...)``; ``N`` is twice the number of ``(b, h)`` pairs with ``derive``). Flags the kernel
@@ -150,9 +160,7 @@ def chunks_forward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alpha
     def vel(ts: list) -> list:  # without momentum the kernel touches no velocity: the weights' pointers stand in
         return ts if f.momentum else ts + ts
 
-    meta = dict(BT=max(16, triton.next_power_of_2(C)), BD=max(16, triton.next_power_of_2(d)),
-                BH=max(16, triton.next_power_of_2(h)), DOT_PREC=_meta(C, h, d, w1.dtype)["DOT_PREC"],
-                ACT=_ACT[f.act], DGD=f.dgd, DAMPING=f.damping, UNIT=f.unit_target, MOMENTUM=f.momentum, CONT=cont)
+    meta = dict(_chunks_meta(f, C, d, h, w1.dtype), CONT=cont)
     key = (derive, x1.device, *meta.items())
     if key in _DECLINED:
         return None
@@ -179,19 +187,66 @@ def chunks_forward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alpha
     return FusedChunks(outs, tuple(end + pad), tuple(last), tuple(starts + pad))
 
 
+def chunks_backward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alpha, beta, starts, anchors, g_outs,
+                    g_end, g_anchors) -> FusedGrads | None:
+    """The one-launch backward of the main memory (``hope/kernels/dgd/chunks_bwd.py``) after :func:`chunks_forward`:
+    the driver's chunked flat inputs, the chunk-start states the forward returned, the cotangents of the read-out
+    (``g_outs``), of the end state ``(w1, w2, v1, v2)`` and of the last chunk's anchors. Returns None (the driver then
+    runs its per-chunk loop, same results) for the key/value memories (``derive``) and when the kernel does not fit
+    on the device (with a warning the first time)."""
+    if derive:
+        return None
+    N, nc, C, d = x1.shape
+    h = starts[0].shape[-1]
+    meta = dict(_chunks_meta(f, C, d, h, starts[0].dtype), CONT=cont)
+    key = ("bwd", x1.device, *meta.items())
+    if key in _DECLINED:
+        return None
+    x1, x2, q, eta, log_alpha, beta = (t.contiguous() for t in (x1, x2, q, eta, log_alpha, beta))
+    w1s, w2s = (t.contiguous() for t in starts[:2])
+    v1s, v2s = (t.contiguous() for t in starts[2:]) if f.momentum else (w1s, w2s)
+    g_out = g_outs[0].contiguous()
+    w1, w2 = w1s[:, 0], w2s[:, 0]
+    a1, a2 = (w1s, w2s) if anchors is None else (t.contiguous() for t in anchors)
+    g_w1, g_w2, g_v1, g_v2, g_a1, g_a2 = (torch.zeros_like(w) if g is None else g.contiguous() for g, w in zip(
+        (*g_end, *g_anchors), (w1, w2, w1, w2, w1, w2)))
+    dk, dv, dq = (_empty(t.shape, t.dtype, t.device) for t in (x1, x2, q))
+    deta, dla, dbeta = (_empty(t.shape, t.dtype, t.device) for t in (eta, log_alpha, beta))
+    dw1, dw2 = (_empty(w.shape, w.dtype, w.device) for w in (w1, w2))
+    dv1, dv2 = (_empty(w.shape, w.dtype, w.device) for w in (w1, w2)) if f.momentum else (dw1, dw2)
+    da1, da2 = (_empty(w.shape, w.dtype, w.device) for w in (w1, w2)) if cont else (dw1, dw2)
+    try:
+        if N > 0:
+            dgd_chunks_bwd_kernel[(N,)](x1, x2, q, eta, log_alpha, beta, w1s, w2s, v1s, v2s, a1, a2,
+                                        g_out, g_w1, g_w2, g_v1, g_v2, g_a1, g_a2,
+                                        dk, dv, dq, deta, dla, dbeta, dw1, dw2, dv1, dv2, da1, da2,
+                                        nc, C, d, h, SELF_TARGET=f.self_target, **meta)
+    except OutOfResources as err:  # raised before the launch: nothing was written
+        _DECLINED.add(key)
+        warnings.warn(f"the one-launch DGD backward does not fit on {x1.device} at head size d={d}, hidden h={h}, "
+                      f"chunk {C} ({err}); such calls run the per-chunk backward loop (same results, slower)",
+                      stacklevel=2)
+        return None
+    vel = (dv1, dv2) if f.momentum else (None, None)
+    inputs = dict(x1=dk, x2=dv, q=dq, eta=deta, log_alpha=dla, beta=dbeta if f.momentum else None)
+    return FusedGrads(inputs, (dw1, dw2, *vel), (da1, da2) if cont else (None, None))
+
+
 class TritonStep:
     """The per-chunk step of the chunk driver (:mod:`hope.ops.dgd.step`) on the Triton kernels: it reads the
     chunk's ``log alpha`` and raw ``eta`` (the kernels form the gate products and the proximal step), and cannot
     return the steps' sum (``velocity_decay=False`` is refused before the first chunk). With ``fused`` (the
     default, :data:`TRITON_STEP`) the driver's forward is the one-launch kernel over all chunks
-    (:func:`chunks_forward`) and this per-chunk step recomputes each chunk in the backward."""
+    (:func:`chunks_forward`) and, with ``fused_backward`` (the default), the main memory's backward is the one-launch
+    kernel too (:func:`chunks_backward`); elsewhere this per-chunk step recomputes each chunk in the backward."""
 
     name = "triton"
     steps_sum = False
     uses_gates = False
 
-    def __init__(self, fused: bool = True):
+    def __init__(self, fused: bool = True, fused_backward: bool = True):
         self.chunks_forward = chunks_forward if fused else None
+        self.chunks_backward = chunks_backward if fused and fused_backward else None
 
     def forward(self, w, u, e, x, eta, dgd, hint: StepHint):
         _check_device(u)
@@ -212,6 +267,8 @@ class TritonStep:
 TRITON_STEP = TritonStep()
 #: The per-chunk kernels alone: the driver's forward loops over chunks (kept for tests and comparison).
 TRITON_CHUNK_STEP = TritonStep(fused=False)
+#: The one-launch forward with the driver's recompute loop as its backward (kept for tests and comparison).
+TRITON_RECOMPUTE_STEP = TritonStep(fused_backward=False)
 
 
 def linear_chunk(

@@ -18,7 +18,9 @@ that change nothing (eta = 0, alpha = 1).
 A step with a fused forward over all chunks (``chunks_forward``, :mod:`hope.ops.dgd.step`; the Triton step's
 one-launch kernel) replaces the forward loop (unless it declines the call by returning None): the forward then
 keeps only each chunk's start state, and the backward recomputes each chunk (:func:`_chunk_forward`, with the
-step's per-chunk forward) right before back-propagating it, so only one chunk's intermediates live at a time.
+step's per-chunk forward) right before back-propagating it, so only one chunk's intermediates live at a time;
+a step that also has ``chunks_backward`` replaces that loop with one call (:func:`_fused_backward`) unless it
+declines.
 
 Flags: ``derive`` (the key/value memories: each chunk first reads its keys ``L2norm(M_k(k~))`` and values
 ``M_v(v~)`` from the anchors, and both memories then learn them; no read-out) and ``cont`` (the call starts
@@ -210,6 +212,20 @@ def _chunk_saved(ctx, j: int):
                          _hints(chunk, ctx.derive))[3]
 
 
+def _fused_backward(ctx, g_outs, g_end, g_anchors) -> tuple | None:
+    """:meth:`DGDChunks.backward`'s result from the step's backward over all chunks (``chunks_backward``,
+    :mod:`hope.ops.dgd.step`) after its fused forward; None when there is none or it declines (the loop runs)."""
+    fused = getattr(ctx.step, "chunks_backward", None)
+    if ctx.saved is not None or fused is None:
+        return None
+    *inputs, starts = ctx.fused
+    r = fused(ctx.f, ctx.derive, ctx.cont, *inputs, starts, ctx.anchors, g_outs, g_end, g_anchors)
+    if r is None:
+        return None
+    out = [r.inputs.get(name) if name in ctx.present else None for name in ctx.given]
+    return (None, None, None, None, *out, r.inputs.get("beta"), *r.state, *r.anchors)
+
+
 class DGDChunks(torch.autograd.Function):
     """The chunk loop over chunked inputs ``(N, n_chunks, C, ...)`` (see the module docstring for the flags)."""
 
@@ -249,6 +265,7 @@ class DGDChunks(torch.autograd.Function):
             ctx.states = list(zip(*([None] * n if t is None else t.unbind(1) for t in r.starts)))
             ctx.anchors = anchors
             starts = [s[2:] for s in ctx.states]
+            ctx.fused = (x1, x2, q, eta, log_alpha, beta, r.starts)  # for the step's fused backward
         ctx.f, ctx.derive, ctx.cont, ctx.step = f, derive, cont, step
         ctx.starts, ctx.saved, ctx.chunks, ctx.betas, ctx.given = starts, saved, chunks, betas, named.keys()
         ctx.present = {name for name, t in named.items() if t is not None}
@@ -264,6 +281,9 @@ class DGDChunks(torch.autograd.Function):
         g_outs = [g.unbind(-3) for g in grads[:n_out]]
         g_w1, g_w2, g_a1, g_a2 = grads[n_out:n_out + 4]
         g_v1, g_v2 = grads[n_out + 4:] if f.momentum else (None, None)
+        fused = _fused_backward(ctx, grads[:n_out], (g_w1, g_w2, g_v1, g_v2), (g_a1, g_a2))
+        if fused is not None:
+            return fused
         n = len(ctx.chunks)
         acc: dict[str, list] = {name: [] for name in (*ctx.given, "beta")}
         g_anchor_in = (None, None)

@@ -20,6 +20,13 @@ when it cannot) called as ``chunks_forward(f, derive, cont, x1, x2, q, eta, log_
 the driver's chunked flat inputs, returning :class:`FusedChunks` (or None to decline the call: the driver then
 loops over ``forward``). The driver then keeps only the chunk-start states and recomputes each chunk with the
 step's ``forward`` in the backward, right before back-propagating it.
+
+After such a fused forward, a step may also run the whole backward at once: an attribute ``chunks_backward`` (None,
+or absent, when it cannot) called as ``chunks_backward(f, derive, cont, x1, x2, q, eta, log_alpha, beta, starts,
+anchors, g_outs, g_end, g_anchors)`` with the forward's arguments, the ``starts`` of its :class:`FusedChunks` and the
+cotangents of the driver's outputs (``g_outs``: the read-out, or the keys and values; ``g_end``: the end state
+``(w1, w2, v1, v2)``, velocities None without momentum; ``g_anchors``: the last chunk's anchors), returning
+:class:`FusedGrads` (or None to decline the call: the driver then runs its recompute loop, with the same results).
 """
 
 from __future__ import annotations
@@ -71,6 +78,18 @@ class FusedChunks:
     end: tuple[Tensor, Tensor, Tensor | None, Tensor | None]
     anchors: tuple[Tensor, Tensor]
     starts: tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+
+
+@dataclasses.dataclass
+class FusedGrads:
+    """What a fused backward over all chunks returns, flat over the memories: ``inputs`` the cotangents of the
+    driver's chunked inputs by name (``x1, x2, q, eta, log_alpha, beta``; missing or None where there is none),
+    ``state`` those of the incoming ``(w1, w2, v1, v2)`` and ``anchors`` those of the incoming anchors of a
+    continued chunk (None when the call opened its first chunk)."""
+
+    inputs: dict[str, Tensor | None]
+    state: tuple[Tensor, Tensor, Tensor | None, Tensor | None]
+    anchors: tuple[Tensor | None, Tensor | None]
 
 
 class ChunkStep(Protocol):
