@@ -12,8 +12,9 @@ itself). ``hint`` carries what the driver precomputed for all chunks at once: th
 :class:`TorchStep`), the chunk's ``log alpha`` (used by the Triton step, ``hope.kernels.dgd.op``) and, for the
 main memory's hidden layer, whose input is the state-independent key, the effective step, the inverse of the
 triangular system and the masked query-key product; when the chunk opened (the start weights are its anchors),
-also the products ``u w^T`` and ``x w^T`` the driver formed with the inner gradients. ``g_steps``: the cotangent of the steps' sum
-``sum_t c_t u_t^T`` when the velocity collects it (``velocity_decay=False``); a step that cannot give it raises.
+also the products ``u w^T`` and ``x w^T`` the driver formed with the inner gradients. ``g_steps``: the
+cotangent of the steps' sum ``sum_t c_t u_t^T`` when the velocity collects it (``velocity_decay=False``); a step
+that cannot give it raises.
 
 A step may also run the whole forward of the driver at once: an attribute ``chunks_forward`` (None, or absent,
 when it cannot) called as ``chunks_forward(f, derive, cont, x1, x2, q, eta, log_alpha, beta, state, anchors)`` on
