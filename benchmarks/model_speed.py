@@ -4,7 +4,8 @@
 2. training tokens/s (forward, backward, AdamW step) of tiny HOPE vs transformer-tiny at several T.
 3. generation: ms per new token and recurrent-state bytes after contexts of 1K..NK tokens.
 
-    python benchmarks/model_speed.py [--seq-len 2048] [--skip-naive] [--batches 2 4] [--contexts 1024 4096]
+    python benchmarks/model_speed.py [--seq-len 2048] [--skip-naive] [--batches 2 4] [--train-seq-lens 512 2048 8192]
+                                     [--contexts 1024 4096 16384 65536] [--steps 9]
 """
 
 from __future__ import annotations
@@ -72,10 +73,10 @@ def generation(name: str, context: int, new_tokens: int = 16) -> tuple[float, in
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seq-len", type=int, default=2048)
-    p.add_argument("--train-seq-lens", type=int, nargs="+", default=[512, 2048])
+    p.add_argument("--train-seq-lens", type=int, nargs="+", default=[512, 2048, 8192])
     p.add_argument("--batches", type=int, nargs="+", default=[2, 4], help="training batch sizes")
     p.add_argument("--steps", type=int, default=9, help="timed training steps per model (median)")
-    p.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096])
+    p.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     p.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive backend timing")
     args = p.parse_args()
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
