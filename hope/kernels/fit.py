@@ -9,6 +9,9 @@ Must run with ``TRITON_INTERPRET=0`` (set before ``triton`` is imported; under t
 functions that cannot be compiled), so the tests call it in a subprocess::
 
     TRITON_INTERPRET=0 python -m hope.kernels.fit --kernel bwd fwd kv --d 128 --h 128 --chunk 16 --dtype bf16
+
+``--no-ptxas`` stops after the LLVM IR (the shared memory only): ``ptxas`` on the fp32 kernels at 128 takes many
+minutes.
 """
 
 from __future__ import annotations
@@ -41,8 +44,31 @@ class Fit:
         return self.shared <= SM90_SHARED
 
     def __str__(self) -> str:
+        regs = "ptxas not run" if self.registers < 0 else f"{self.registers} registers/thread, {self.spills} B spilled"
         return (f"{self.kernel}: shared {self.shared / 1024:.0f} KB, {'fits' if self.fits else 'does NOT fit'} "
-                f"sm_90 (227 KB), {self.registers} registers/thread, {self.spills} B spilled, {self.num_warps} warps")
+                f"sm_90 (227 KB), {regs}, {self.num_warps} warps")
+
+
+class _SharedKnown(Exception):
+    """Raised in place of the PTX stage when only the shared memory is wanted (it is known after the LLVM IR)."""
+
+    def __init__(self, shared: int):
+        super().__init__(shared)
+        self.shared = shared
+
+
+def _stop_before_ptx(*args):
+    """``knobs.runtime.add_stages_inspection_hook``: skip PTX and ptxas (minutes for the fp32 kernels at 128).
+    Called without arguments for its cache key, then as ``(backend, stages, options, language, capability)``."""
+    if not args:
+        return "-stop-before-ptx", None
+    stages = args[1]
+
+    def stop(src, metadata):
+        raise _SharedKnown(metadata["shared"])
+
+    stages["ptx"] = stop
+    stages.pop("cubin", None)
 
 
 def _kernel(name: str):
@@ -74,9 +100,10 @@ def constants(name: str, d: int, h: int, chunk: int, dtype: str, on: bool = True
 
 
 def measure(name: str, d: int, h: int, chunk: int, dtype: str = "bf16", num_warps: int = 4, on: bool = True,
-            act: int = 0) -> Fit:
+            act: int = 0, ptxas: bool = True) -> Fit:
     """Compile kernel ``name`` (``fwd``, ``bwd``, ``kv``, ``chunk_bwd``) for sm_90 at head size ``d``, hidden
-    ``h``, chunk ``chunk``, ``dtype`` pointers, with every flag ``on`` (or off) and return its :class:`Fit`."""
+    ``h``, chunk ``chunk``, ``dtype`` pointers, with every flag ``on`` (or off) and return its :class:`Fit`;
+    without ``ptxas`` only down to the LLVM IR (the shared memory; registers and spills are then -1)."""
     import triton
     from triton import knobs
     from triton.backends.compiler import GPUTarget
@@ -90,15 +117,19 @@ def measure(name: str, d: int, h: int, chunk: int, dtype: str = "bf16", num_warp
     attrs = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(fn.arg_names)
              if sig[n].startswith("*") or sizes.get(n, 1) % 16 == 0}
     log = io.StringIO()
-    old = knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile
+    old = knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile, knobs.runtime.add_stages_inspection_hook
     # make_cubin prints ptxas -v's report; a cached kernel would skip ptxas
     knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile = True, True
+    knobs.runtime.add_stages_inspection_hook = None if ptxas else _stop_before_ptx
     try:
         with contextlib.redirect_stdout(log):
             compiled = triton.compile(ASTSource(fn, sig, const, attrs), target=GPUTarget("cuda", 90, 32),
                                       options=dict(num_warps=num_warps))
+    except _SharedKnown as known:
+        return Fit(name, known.shared, -1, -1, num_warps)
     finally:
-        knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile = old
+        (knobs.nvidia.dump_ptxas_log, knobs.compilation.always_compile,
+         knobs.runtime.add_stages_inspection_hook) = old
     text = log.getvalue()
     regs = re.search(r"Used (\d+) registers", text)
     spills = [int(x) for x in re.findall(r"(\d+) bytes spill (?:stores|loads)", text)]
@@ -115,13 +146,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--num-warps", type=int, nargs="+", default=[4])
     p.add_argument("--flags", choices=("on", "off", "both"), default="on",
                    help="every flag on (SiLU), every flag off (tanh GELU), or both")
+    p.add_argument("--no-ptxas", action="store_true", help="the shared memory only (no PTX, no ptxas)")
     a = p.parse_args(argv)
     flags = dict(on=[(True, 0)], off=[(False, 2)], both=[(True, 0), (False, 2)])[a.flags]
     for name in a.kernel:
         for chunk in a.chunk:
             for w in a.num_warps:
                 for on, act in flags:
-                    fit = measure(name, a.d, a.h, chunk, a.dtype, w, on, act)
+                    fit = measure(name, a.d, a.h, chunk, a.dtype, w, on, act, not a.no_ptxas)
                     print(f"d={a.d} h={a.h} chunk={chunk} {a.dtype} flags={'on' if on else 'off'} {fit}",
                           flush=True)
 

@@ -34,6 +34,12 @@ def test_compiles_for_sm90():
     assert len(lines) == 8 and all(", fits " in line for line in lines), lines
 
 
+def test_shared_memory_only():
+    """``--no-ptxas`` stops after the LLVM IR: the shared memory, no register figures."""
+    lines = _fit("--kernel", "fwd", "--d", "16", "--h", "16", "--chunk", "16", "--dtype", "fp32", "--no-ptxas")
+    assert len(lines) == 1 and ", fits " in lines[0] and "ptxas not run" in lines[0], lines
+
+
 @pytest.mark.slow
 def test_head_size_128_fits_h100():
     """The presets' shapes (d = h = 128, bf16, 4 warps): the main memory's forward and backward at chunk 16 and
