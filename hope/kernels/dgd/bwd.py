@@ -14,26 +14,27 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hope.kernels.dgd.fwd import _chunk_prologue, _load_tokens
+from hope.kernels.dgd.fwd import _chunk_prologue, _load_tokens, _staged
 
 
 @triton.jit
 def _gated_step_vjp(U, D, W, X, eta, e, g, gp, gl, GD, A, P, Tinv, B, C, dwe, dy, ds, n,
                     DGD: tl.constexpr, HAS_X: tl.constexpr, HAS_S: tl.constexpr, BT: tl.constexpr,
-                    DOT_PREC: tl.constexpr):
+                    DOT_PREC: tl.constexpr, STAGE: tl.constexpr):
     """Cotangents ``(dW, dD, dU, dX, d eta, d log alpha)`` of one chunk of the gated DGD step of ``W`` (rows: the
     whole matrix or one block; ``dU``, ``dX``, ``d eta``, ``d log alpha`` are then that block's partials) given
     those of ``W_end`` (``dwe``), the reads ``Y = W_t X_t`` (``dy``, with ``HAS_X``) and the steps' sum
     ``S = GD^T U`` (``ds``, with ``HAS_S``). The other arguments are the recompute of :func:`_gated_solve` and
-    :func:`_chunk_gates` (``hope.ops.dgd.vjp.gated_step_vjp`` is the PyTorch twin, on the gate products)."""
+    :func:`_chunk_gates` (``hope.ops.dgd.vjp.gated_step_vjp`` is the PyTorch twin, on the gate products); ``STAGE``:
+    see :func:`_staged`."""
     t = tl.arange(0, BT)
     # W_end = exp(gl) W + (f * C)^T U,  f_t = exp(gl - g_t)
     egl = tl.exp(gl)
     f = tl.exp(gl - g)
     dw = egl * dwe
     dgl = egl * tl.sum(tl.sum(W * dwe, 1), 0)
-    dce = tl.dot(U, tl.trans(dwe), input_precision=DOT_PREC)  # d(f * C)
-    du = tl.dot(C * f[:, None], dwe, input_precision=DOT_PREC)
+    dce = tl.dot(U, tl.trans(_staged(dwe, STAGE)), input_precision=DOT_PREC)  # d(f * C)
+    du = tl.dot(C * f[:, None], _staged(dwe, STAGE), input_precision=DOT_PREC)
     dc = f[:, None] * dce
     df = tl.sum(C * dce, 1)
     dgl += tl.sum(f * df, 0)
@@ -46,11 +47,11 @@ def _gated_step_vjp(U, D, W, X, eta, e, g, gp, gl, GD, A, P, Tinv, B, C, dwe, dy
         causal = t[:, None] >= t[None, :]
         Q = tl.exp(tl.where(causal, g[:, None] - g[None, :], float("-inf")))
         eg = tl.exp(g)
-        xw = tl.dot(X, tl.trans(W), input_precision=DOT_PREC)
+        xw = tl.dot(X, tl.trans(_staged(W, STAGE)), input_precision=DOT_PREC)
         xu = tl.dot(X, tl.trans(U), input_precision=DOT_PREC)
         dg += eg * tl.sum(xw * dy, 1)
         dxw = eg[:, None] * dy
-        dx += tl.dot(dxw, W, input_precision=DOT_PREC)
+        dx += tl.dot(dxw, _staged(W, STAGE), input_precision=DOT_PREC)
         dw += tl.dot(tl.trans(dxw), X, input_precision=DOT_PREC)
         dmat = tl.dot(dy, tl.trans(C), input_precision=DOT_PREC)  # d(Q o XU)
         dc += tl.dot(tl.trans(Q * xu), dy, input_precision=DOT_PREC)
@@ -77,7 +78,7 @@ def _gated_step_vjp(U, D, W, X, eta, e, g, gp, gl, GD, A, P, Tinv, B, C, dwe, dy
         h = e * egp
         dh = -tl.sum(B * dr, 1)
         db = -h[:, None] * dr
-        du += tl.dot(db, W, input_precision=DOT_PREC)
+        du += tl.dot(db, _staged(W, STAGE), input_precision=DOT_PREC)
         dw += tl.dot(tl.trans(db), U, input_precision=DOT_PREC)
         de += egp * dh
         dgp += h * dh
@@ -140,7 +141,7 @@ def linear_chunk_bwd_kernel(
         X = U
         dy = D
     dw, dd, du, dx, deta, dla = _gated_step_vjp(U, D, W, X, eta, e, g, gp, gl, GD, A, P, Tinv, B, C, dwe, dy, ds,
-                                                n, DGD, HAS_X, True, BT, DOT_PREC)
+                                                n, DGD, HAS_X, True, BT, DOT_PREC, False)
 
     tl.store(dw_ptr + w_offs, dw.to(dw_ptr.dtype.element_ty), mask=wmask)
     dmask = tmask[:, None] & (mm[None, :] < M)

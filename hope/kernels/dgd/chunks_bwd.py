@@ -38,7 +38,7 @@ from hope.kernels.dgd.chunks_fwd import (
     _store_mat,
     _target,
 )
-from hope.kernels.dgd.fwd import _chunk_gates, _gated_solve, _load_tokens
+from hope.kernels.dgd.fwd import _chunk_gates, _gated_solve, _load_tokens, _staged
 
 
 @triton.jit
@@ -49,18 +49,18 @@ def _l2norm_vjp(x, g):
 
 
 @triton.jit
-def _mlp_vjp(A1, A2, X, G, ACT: tl.constexpr, DOT_PREC: tl.constexpr):
+def _mlp_vjp(A1, A2, X, G, ACT: tl.constexpr, DOT_PREC: tl.constexpr, STAGE: tl.constexpr):
     """Cotangents ``(X, A1, A2)`` of ``M(x) = x + A1 s(A2 x)`` (paper Eq. 89) given ``G`` for its rows
     (``hope.ops.dgd.vjp.memory_forward_vjp``)."""
-    h, slope = _act(tl.dot(X, tl.trans(A2), input_precision=DOT_PREC), ACT)
-    gz = tl.dot(G, A1, input_precision=DOT_PREC) * slope
-    gx = G + tl.dot(gz, A2, input_precision=DOT_PREC)
+    h, slope = _act(tl.dot(X, tl.trans(_staged(A2, STAGE)), input_precision=DOT_PREC), ACT)
+    gz = tl.dot(G, _staged(A1, STAGE), input_precision=DOT_PREC) * slope
+    gx = G + tl.dot(gz, _staged(A2, STAGE), input_precision=DOT_PREC)
     return gx, tl.dot(tl.trans(G), h, input_precision=DOT_PREC), tl.dot(tl.trans(gz), X, input_precision=DOT_PREC)
 
 
 @triton.jit
 def _inner_grads_vjp(A1, A2, K, z, h, slope, r, ra, den, g_u1, g_e1, g_e2, ACT: tl.constexpr, DGD: tl.constexpr,
-                     DAMPING: tl.constexpr, DOT_PREC: tl.constexpr):
+                     DAMPING: tl.constexpr, DOT_PREC: tl.constexpr, STAGE: tl.constexpr):
     """Cotangents ``(K, target, A1, A2)`` of ``chunks_fwd._inner_grads`` given those of ``u1 = h``, ``e1`` and
     ``e2`` (``hope.ops.dgd.vjp.inner_grads_vjp``); ``z, h, slope, r, ra, den``: the forward's intermediates."""
     g_slope = tl.zeros_like(z)
@@ -86,11 +86,11 @@ def _inner_grads_vjp(A1, A2, K, z, h, slope, r, ra, den, g_u1, g_e1, g_e2, ACT: 
     # delta2 = (r A1) o s'(z), r = K + h A1^T - target, h = s(z), z = K A2^T
     g_ra = g_delta2 * slope
     g_slope += g_delta2 * ra
-    g_r += tl.dot(g_ra, tl.trans(A1), input_precision=DOT_PREC)
+    g_r += tl.dot(g_ra, tl.trans(_staged(A1, STAGE)), input_precision=DOT_PREC)
     g_a1 += tl.dot(tl.trans(r), g_ra, input_precision=DOT_PREC) + tl.dot(tl.trans(g_r), h, input_precision=DOT_PREC)
-    g_h = g_u1 + tl.dot(g_r, A1, input_precision=DOT_PREC)
+    g_h = g_u1 + tl.dot(g_r, _staged(A1, STAGE), input_precision=DOT_PREC)
     g_z += g_h * slope + g_slope * _act2(z, ACT)
-    g_k += g_r + tl.dot(g_z, A2, input_precision=DOT_PREC)
+    g_k += g_r + tl.dot(g_z, _staged(A2, STAGE), input_precision=DOT_PREC)
     return g_k, g_target - g_r, g_a1, tl.dot(tl.trans(g_z), K, input_precision=DOT_PREC)
 
 
@@ -105,7 +105,7 @@ def dgd_chunks_bwd_kernel(
     NC, C, D, HID,
     ACT: tl.constexpr, DGD: tl.constexpr, DAMPING: tl.constexpr, SELF_TARGET: tl.constexpr, UNIT: tl.constexpr,
     MOMENTUM: tl.constexpr, CONT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, STAGE: tl.constexpr,
 ):
     """Grid ``(N,)``: all ``NC`` chunks of memory ``i`` in reverse (with ``CONT`` the first one continues an open
     chunk from the anchors ``a1, a2``)."""
@@ -145,30 +145,31 @@ def dgd_chunks_bwd_kernel(
         Vt = _load_tokens(v_ptr + tok, C, D, BT, BD, 0)
         Q = _load_tokens(q_ptr + tok, C, D, BT, BD, 0)
         eta, _, g, gp, gl = _chunk_gates(eta_ptr + c * C, la_ptr + c * C, C, BT)
-        target, m = _target(A1, A2, Vt, ACT, SELF_TARGET, UNIT, DOT_PREC)
-        u1, e1, e2, z, slope, r, ra, den = _inner_grads(A1, A2, K, target, ACT, DGD, DAMPING, DOT_PREC)
-        p2, GD2, AA2, P2, Ti2, B2, C2 = _gated_solve(W2, K, e2, eta, g, gp, C, DGD, BT, DOT_PREC)
-        y2 = _gated_read(W2, K, Q, C2, g, BT, DOT_PREC)
+        target, m = _target(A1, A2, Vt, ACT, SELF_TARGET, UNIT, DOT_PREC, STAGE)
+        u1, e1, e2, z, slope, r, ra, den = _inner_grads(A1, A2, K, target, ACT, DGD, DAMPING, DOT_PREC, STAGE)
+        p2, GD2, AA2, P2, Ti2, B2, C2 = _gated_solve(W2, K, e2, eta, g, gp, C, DGD, BT, DOT_PREC, STAGE)
+        y2 = _gated_read(W2, K, Q, C2, g, BT, DOT_PREC, STAGE)
         x1, sx1 = _act(y2, ACT)
-        p1, GD1, AA1, P1, Ti1, B1, C1 = _gated_solve(W1, u1, e1, eta, g, gp, C, DGD, BT, DOT_PREC)
+        p1, GD1, AA1, P1, Ti1, B1, C1 = _gated_solve(W1, u1, e1, eta, g, gp, C, DGD, BT, DOT_PREC, STAGE)
         # ---- back-propagate it
         gout = _load_tokens(gout_ptr + tok, C, D, BT, BD, 0)
         if MOMENTUM:  # V_end = V + W_end - W (W: the opened weights)
             gW1 = gW1 + gV1
             gW2 = gW2 + gV2
         dW1, de1, du1, dx1, deta, dla = _gated_step_vjp(u1, e1, W1, x1, eta, p1, g, gp, gl, GD1, AA1, P1, Ti1, B1,
-                                                        C1, gW1, gout, gW1, C, DGD, True, False, BT, DOT_PREC)
+                                                        C1, gW1, gout, gW1, C, DGD, True, False, BT, DOT_PREC,
+                                                        STAGE)
         dW2, de2, dK2, dQ2, deta2, dla2 = _gated_step_vjp(K, e2, W2, Q, eta, p2, g, gp, gl, GD2, AA2, P2, Ti2, B2,
                                                           C2, gW2, dx1 * sx1, gW2, C, DGD, True, False, BT,
-                                                          DOT_PREC)
+                                                          DOT_PREC, STAGE)
         g_k, g_t, ga1, ga2 = _inner_grads_vjp(A1, A2, K, z, u1, slope, r, ra, den, du1, de1, de2, ACT, DGD,
-                                              DAMPING, DOT_PREC)
+                                              DAMPING, DOT_PREC, STAGE)
         if SELF_TARGET:
             if UNIT:
                 g_m = _l2norm_vjp(m, g_t)
             else:
                 g_m = g_t
-            g_v, ma1, ma2 = _mlp_vjp(A1, A2, Vt, g_m, ACT, DOT_PREC)
+            g_v, ma1, ma2 = _mlp_vjp(A1, A2, Vt, g_m, ACT, DOT_PREC, STAGE)
             ga1 += ma1
             ga2 += ma2
         else:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from hope.kernels.dgd.fwd import _chunk_gates, _gated_solve, _load_tokens
+from hope.kernels.dgd.fwd import _chunk_gates, _gated_solve, _load_tokens, _staged
 
 SILU, GELU, GELU_TANH = 0, 1, 2  # the ``ACT`` codes, as :data:`hope.ops.common.ACTIVATIONS`
 
@@ -91,23 +91,23 @@ def _l2norm(x):
 
 
 @triton.jit
-def _mlp(A1, A2, X, ACT: tl.constexpr, DOT_PREC: tl.constexpr):
+def _mlp(A1, A2, X, ACT: tl.constexpr, DOT_PREC: tl.constexpr, STAGE: tl.constexpr):
     """``M(x) = x + A1 s(A2 x)`` (paper Eq. 89) for the rows of ``X``."""
-    s, _ = _act(tl.dot(X, tl.trans(A2), input_precision=DOT_PREC), ACT)
-    return X + tl.dot(s, tl.trans(A1), input_precision=DOT_PREC)
+    s, _ = _act(tl.dot(X, tl.trans(_staged(A2, STAGE)), input_precision=DOT_PREC), ACT)
+    return X + tl.dot(s, tl.trans(_staged(A1, STAGE)), input_precision=DOT_PREC)
 
 
 @triton.jit
 def _inner_grads(A1, A2, K, target, ACT: tl.constexpr, DGD: tl.constexpr, DAMPING: tl.constexpr,
-                 DOT_PREC: tl.constexpr):
+                 DOT_PREC: tl.constexpr, STAGE: tl.constexpr):
     """``(u1, e1, e2)`` of ``hope.ops.dgd.common.inner_grads`` (``u2`` is ``K``): the hidden activations and the
     error terms of ``W1`` and ``W2`` for the inner loss ``0.5 |M(k) - target|^2`` at the anchor; then the
     intermediates its VJP (``chunks_bwd._inner_grads_vjp``) reads: ``z = K A2^T``, ``s'(z)``, the residual ``r``,
     ``r A1`` and the damping denominator (ones without damping)."""
-    z = tl.dot(K, tl.trans(A2), input_precision=DOT_PREC)
+    z = tl.dot(K, tl.trans(_staged(A2, STAGE)), input_precision=DOT_PREC)
     h, slope = _act(z, ACT)
-    r = K + tl.dot(h, tl.trans(A1), input_precision=DOT_PREC) - target
-    ra = tl.dot(r, A1, input_precision=DOT_PREC)
+    r = K + tl.dot(h, tl.trans(_staged(A1, STAGE)), input_precision=DOT_PREC) - target
+    ra = tl.dot(r, _staged(A1, STAGE), input_precision=DOT_PREC)
     delta2 = ra * slope
     den = tl.full((z.shape[0],), 1.0, tl.float32)
     if not DGD:
@@ -125,12 +125,12 @@ def _inner_grads(A1, A2, K, target, ACT: tl.constexpr, DGD: tl.constexpr, DAMPIN
 
 
 @triton.jit
-def _gated_read(W, U, X, C, g, BT: tl.constexpr, DOT_PREC: tl.constexpr):
+def _gated_read(W, U, X, C, g, BT: tl.constexpr, DOT_PREC: tl.constexpr, STAGE: tl.constexpr):
     """The reads ``Y_t = W_t x_t`` of one chunk: ``exp(g) o (X W^T) + (Q o X U^T) C``, ``Q_ts = exp(g_t - g_s)``
     for ``s <= t``."""
     t = tl.arange(0, BT)
     Q = tl.exp(tl.where(t[:, None] >= t[None, :], g[:, None] - g[None, :], float("-inf")))
-    Y = tl.exp(g)[:, None] * tl.dot(X, tl.trans(W), input_precision=DOT_PREC)
+    Y = tl.exp(g)[:, None] * tl.dot(X, tl.trans(_staged(W, STAGE)), input_precision=DOT_PREC)
     return Y + tl.dot(Q * tl.dot(X, tl.trans(U), input_precision=DOT_PREC), C, input_precision=DOT_PREC)
 
 
@@ -142,14 +142,14 @@ def _gated_end(W, U, C, g, gl, DOT_PREC: tl.constexpr):
 
 @triton.jit
 def _gated_step(W, U, E, X, eta, g, gp, gl, n, DGD: tl.constexpr, HAS_X: tl.constexpr, BT: tl.constexpr,
-                DOT_PREC: tl.constexpr):
+                DOT_PREC: tl.constexpr, STAGE: tl.constexpr):
     """One chunk of ``W_t = alpha_t W_{t-1} + c_t u_t^T`` with ``c_t = -eta'_t (W_{t-1} u_t + e_t)`` (DGD,
     ``eta' = eta / (1 + eta |u|^2)``) or ``c_t = -eta_t e_t``: returns ``W_end`` and the reads ``W_t x_t``
     (zeros without ``HAS_X``). ``g``, ``gp``, ``gl``: inclusive, exclusive and total log-decay cumsums."""
-    _, _, _, _, _, _, C = _gated_solve(W, U, E, eta, g, gp, n, DGD, BT, DOT_PREC)
+    _, _, _, _, _, _, C = _gated_solve(W, U, E, eta, g, gp, n, DGD, BT, DOT_PREC, STAGE)
     W_end = _gated_end(W, U, C, g, gl, DOT_PREC)
     if HAS_X:
-        Y = _gated_read(W, U, X, C, g, BT, DOT_PREC)
+        Y = _gated_read(W, U, X, C, g, BT, DOT_PREC, STAGE)
     else:
         Y = tl.zeros_like(E)
     return W_end, Y
@@ -169,11 +169,12 @@ def _open(W1, W2, V1, V2, A1, A2, beta_ptr, opened, MOMENTUM: tl.constexpr):
 
 
 @triton.jit
-def _target(A1, A2, Vt, ACT: tl.constexpr, SELF_TARGET: tl.constexpr, UNIT: tl.constexpr, DOT_PREC: tl.constexpr):
+def _target(A1, A2, Vt, ACT: tl.constexpr, SELF_TARGET: tl.constexpr, UNIT: tl.constexpr, DOT_PREC: tl.constexpr,
+            STAGE: tl.constexpr):
     """The regression target of the chunk and the memory read it normalises: ``(L2norm(M_0(v)), M_0(v))``
     (paper Eq. 87/90), ``(M_0(v), M_0(v))`` without ``UNIT`` or ``(v, v)`` without ``SELF_TARGET``."""
     if SELF_TARGET:
-        m = _mlp(A1, A2, Vt, ACT, DOT_PREC)
+        m = _mlp(A1, A2, Vt, ACT, DOT_PREC, STAGE)
         if UNIT:
             target = _l2norm(m)
         else:
@@ -188,15 +189,15 @@ def _target(A1, A2, Vt, ACT: tl.constexpr, SELF_TARGET: tl.constexpr, UNIT: tl.c
 def _learn(W1, W2, V1, V2, A1, A2, K, Vt, X, eta_ptr, la_ptr, n,
            ACT: tl.constexpr, DGD: tl.constexpr, DAMPING: tl.constexpr, SELF_TARGET: tl.constexpr,
            UNIT: tl.constexpr, MOMENTUM: tl.constexpr, HAS_X: tl.constexpr, BT: tl.constexpr,
-           DOT_PREC: tl.constexpr):
+           DOT_PREC: tl.constexpr, STAGE: tl.constexpr):
     """One opened chunk of one memory learning ``K -> target(Vt)`` at the anchors ``(A1, A2)``: the end state
     ``(W1, W2, V1, V2)`` and, with ``HAS_X``, the read-out ``W1_t s(W2_t x_t)``."""
     eta, _, g, gp, gl = _chunk_gates(eta_ptr, la_ptr, n, BT)
-    target, _ = _target(A1, A2, Vt, ACT, SELF_TARGET, UNIT, DOT_PREC)
-    u1, e1, e2, _, _, _, _, _ = _inner_grads(A1, A2, K, target, ACT, DGD, DAMPING, DOT_PREC)
-    W2e, y2 = _gated_step(W2, K, e2, X, eta, g, gp, gl, n, DGD, HAS_X, BT, DOT_PREC)
+    target, _ = _target(A1, A2, Vt, ACT, SELF_TARGET, UNIT, DOT_PREC, STAGE)
+    u1, e1, e2, _, _, _, _, _ = _inner_grads(A1, A2, K, target, ACT, DGD, DAMPING, DOT_PREC, STAGE)
+    W2e, y2 = _gated_step(W2, K, e2, X, eta, g, gp, gl, n, DGD, HAS_X, BT, DOT_PREC, STAGE)
     x1, _ = _act(y2, ACT)
-    W1e, y1 = _gated_step(W1, u1, e1, x1, eta, g, gp, gl, n, DGD, HAS_X, BT, DOT_PREC)
+    W1e, y1 = _gated_step(W1, u1, e1, x1, eta, g, gp, gl, n, DGD, HAS_X, BT, DOT_PREC, STAGE)
     if MOMENTUM:  # the velocity collects the change of the weights over the chunk
         V1 = V1 + (W1e - W1)
         V2 = V2 + (W2e - W2)
@@ -244,7 +245,7 @@ def dgd_chunks_fwd_kernel(
     NC, C, D, HID,
     ACT: tl.constexpr, DGD: tl.constexpr, DAMPING: tl.constexpr, SELF_TARGET: tl.constexpr, UNIT: tl.constexpr,
     MOMENTUM: tl.constexpr, CONT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    DOT_PREC: tl.constexpr, STAGE: tl.constexpr,
 ):
     """The main memory: grid ``(N,)``, all ``NC`` chunks of memory ``i`` (``dgd_memory``)."""
     i = tl.program_id(0).to(tl.int64)
@@ -262,7 +263,7 @@ def dgd_chunks_fwd_kernel(
         Vt = _load_tokens(v_ptr + c * C * D, C, D, BT, BD, 0)
         Q = _load_tokens(q_ptr + c * C * D, C, D, BT, BD, 0)
         W1, W2, V1, V2, y1 = _learn(W1, W2, V1, V2, A1, A2, K, Vt, Q, eta_ptr + c * C, la_ptr + c * C, C,
-                                    ACT, DGD, DAMPING, SELF_TARGET, UNIT, MOMENTUM, True, BT, DOT_PREC)
+                                    ACT, DGD, DAMPING, SELF_TARGET, UNIT, MOMENTUM, True, BT, DOT_PREC, STAGE)
         omask = (t[:, None] < C) & (dd[None, :] < D)
         tl.store(out_ptr + c * C * D + t[:, None] * D + dd[None, :], (Q + y1).to(out_ptr.dtype.element_ty),
                  mask=omask)
@@ -281,6 +282,7 @@ def kv_chunks_fwd_kernel(
     P, NC, C, D, HID,
     ACT: tl.constexpr, DGD: tl.constexpr, DAMPING: tl.constexpr, UNIT: tl.constexpr, MOMENTUM: tl.constexpr,
     CONT: tl.constexpr, BT: tl.constexpr, BD: tl.constexpr, BH: tl.constexpr, DOT_PREC: tl.constexpr,
+    STAGE: tl.constexpr,
 ):
     """The key/value memories (``smt_kv``): grid ``(P,)``, program ``p`` runs the key memory ``p`` and the value
     memory ``P + p`` of one ``(b, h)``: per chunk the keys ``L2norm(M_k(k~))`` and values ``M_v(v~)`` read at
@@ -307,15 +309,15 @@ def kv_chunks_fwd_kernel(
                      D, HID, MOMENTUM, BD, BH)
         W1k, W2k, V1k, V2k, A1k, A2k = _open(W1k, W2k, V1k, V2k, A1k, A2k, beta_ptr + ck, opened, MOMENTUM)
         W1v, W2v, V1v, V2v, A1v, A2v = _open(W1v, W2v, V1v, V2v, A1v, A2v, beta_ptr + cv, opened, MOMENTUM)
-        K = _l2norm(_mlp(A1k, A2k, _load_tokens(x_ptr + ck * C * D, C, D, BT, BD, 0), ACT, DOT_PREC))
-        V = _mlp(A1v, A2v, _load_tokens(x_ptr + cv * C * D, C, D, BT, BD, 0), ACT, DOT_PREC)
+        K = _l2norm(_mlp(A1k, A2k, _load_tokens(x_ptr + ck * C * D, C, D, BT, BD, 0), ACT, DOT_PREC, STAGE))
+        V = _mlp(A1v, A2v, _load_tokens(x_ptr + cv * C * D, C, D, BT, BD, 0), ACT, DOT_PREC, STAGE)
         o = (ik * NC + j) * C * D + t[:, None] * D + dd[None, :]
         tl.store(k_ptr + o, K.to(k_ptr.dtype.element_ty), mask=omask)
         tl.store(v_ptr + o, V.to(v_ptr.dtype.element_ty), mask=omask)
         W1k, W2k, V1k, V2k, _ = _learn(W1k, W2k, V1k, V2k, A1k, A2k, K, V, K, eta_ptr + ck * C, la_ptr + ck * C, C,
-                                       ACT, DGD, DAMPING, True, UNIT, MOMENTUM, False, BT, DOT_PREC)
+                                       ACT, DGD, DAMPING, True, UNIT, MOMENTUM, False, BT, DOT_PREC, STAGE)
         W1v, W2v, V1v, V2v, _ = _learn(W1v, W2v, V1v, V2v, A1v, A2v, K, V, K, eta_ptr + cv * C, la_ptr + cv * C, C,
-                                       ACT, DGD, DAMPING, True, UNIT, MOMENTUM, False, BT, DOT_PREC)
+                                       ACT, DGD, DAMPING, True, UNIT, MOMENTUM, False, BT, DOT_PREC, STAGE)
     _store_state(w1e_ptr + ik * S, w2e_ptr + ik * S, v1e_ptr + ik * S, v2e_ptr + ik * S, W1k, W2k, V1k, V2k, D,
                  HID, MOMENTUM, BD, BH)
     _store_state(w1e_ptr + iv * S, w2e_ptr + iv * S, v1e_ptr + iv * S, v2e_ptr + iv * S, W1v, W2v, V1v, V2v, D,

@@ -16,6 +16,19 @@ import triton.language as tl
 
 
 @triton.jit
+def _staged(x, STAGE: tl.constexpr):
+    """``x``; with ``STAGE`` a fresh copy of it (an identity ``mov`` the compiler neither merges nor moves), taken
+    right where a ``tl.dot`` reads it. Triton stages a dot's register operand in shared memory from the operand's
+    definition to its last use (one buffer per layout), so the whole ``W`` of a one-launch kernel, defined early and
+    read by several dots, would hold its buffers throughout; a fresh copy per dot holds one only around that dot
+    (``hope/kernels/README.md``, "On-chip limits"). Compiled code only (the interpreter runs no inline asm)."""
+    if STAGE:
+        return tl.inline_asm_elementwise("mov.b32 $0, $1;", "=r,r", [x], dtype=tl.float32, is_pure=False, pack=1)
+    else:
+        return x
+
+
+@triton.jit
 def _row(mat, rows, i):
     """Row ``i`` of a register matrix, as a vector along the column axis."""
     return tl.sum(tl.where(rows[:, None] == i, mat, 0.0), 0)
@@ -59,12 +72,14 @@ def _chunk_gates(eta_ptr, la_ptr, n, BT: tl.constexpr):
 
 
 @triton.jit
-def _gated_solve(W, U, D, eta, g, gp, n, DGD: tl.constexpr, BT: tl.constexpr, DOT_PREC: tl.constexpr):
+def _gated_solve(W, U, D, eta, g, gp, n, DGD: tl.constexpr, BT: tl.constexpr, DOT_PREC: tl.constexpr,
+                 STAGE: tl.constexpr):
     """The steps ``C`` of one chunk of ``W_t = alpha_t W_{t-1} + c_t u_t^T`` (rows of ``W``: any block of the
     matrix) and what the backward reuses: returns ``e, GD, A, P, Tinv, B, C`` (README names): ``e`` the effective
     step ``eta' = eta / (1 + eta |u|^2)`` (``eta`` without DGD), ``GD = -e o D``, ``A = U U^T``, ``P`` the strict
     decay mask, ``Tinv = (I + L)^{-1}`` with ``L = e o P o A``, ``B = U W^T`` and ``C = Tinv R``,
-    ``R = GD - (e exp(gp)) o B`` (``C = GD`` without DGD, and ``A, P, Tinv, B`` are zeros)."""
+    ``R = GD - (e exp(gp)) o B`` (``C = GD`` without DGD, and ``A, P, Tinv, B`` are zeros). ``STAGE``: see
+    :func:`_staged`."""
     t = tl.arange(0, BT)
     if DGD:
         e = eta / (1.0 + eta * tl.sum(U * U, 1))
@@ -75,7 +90,7 @@ def _gated_solve(W, U, D, eta, g, gp, n, DGD: tl.constexpr, BT: tl.constexpr, DO
         A = tl.dot(U, tl.trans(U), input_precision=DOT_PREC)
         P = tl.exp(tl.where(t[:, None] > t[None, :], gp[:, None] - g[None, :], float("-inf")))
         Tinv = _unit_lower_inverse(e[:, None] * P * A, n, BT)
-        B = tl.dot(U, tl.trans(W), input_precision=DOT_PREC)
+        B = tl.dot(U, tl.trans(_staged(W, STAGE)), input_precision=DOT_PREC)
         C = tl.dot(Tinv, GD - (e * tl.exp(gp))[:, None] * B, input_precision=DOT_PREC)
     else:
         A = tl.zeros((BT, BT), dtype=tl.float32)
@@ -102,7 +117,7 @@ def _chunk_prologue(u_ptr, d_ptr, w_ptr, eta_ptr, la_ptr, n, M, K, m0,
     W = tl.load(w_ptr + mm[:, None] * K + kk[None, :], mask=(mm[:, None] < M) & (kk[None, :] < K),
                 other=0.0).to(tl.float32)
     eta, la, g, gp, gl = _chunk_gates(eta_ptr, la_ptr, n, BT)
-    e, GD, A, P, Tinv, B, C = _gated_solve(W, U, D, eta, g, gp, n, DGD, BT, DOT_PREC)
+    e, GD, A, P, Tinv, B, C = _gated_solve(W, U, D, eta, g, gp, n, DGD, BT, DOT_PREC, False)
     return U, D, W, eta, e, g, gp, gl, GD, A, P, Tinv, B, C
 
 

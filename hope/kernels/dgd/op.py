@@ -128,10 +128,19 @@ _ACT = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
 _DECLINED: set = set()
 
 
+def chunk_blocks(C: int, d: int, h: int) -> dict:
+    """The block sizes of the one-launch kernels and ``STAGE`` (``fwd._staged``: a fresh copy of a whole-matrix
+    operand at each ``tl.dot``, so that only one dot at a time holds it in shared memory), on for matrices larger
+    than 64 x 64, which otherwise do not fit an H100 (``hope/kernels/README.md``, "On-chip limits"), and never under
+    the interpreter (no inline asm there; the copy is the identity)."""
+    bd, bh = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(h))
+    stage = bd * bh > 64 * 64 and os.environ.get("TRITON_INTERPRET", "0") != "1"
+    return dict(BT=max(16, triton.next_power_of_2(C)), BD=bd, BH=bh, STAGE=stage)
+
+
 def _chunks_meta(f: Flags, C: int, d: int, h: int, dtype: torch.dtype) -> dict:
     """The block sizes and flags of the one-launch kernels (forward and backward)."""
-    return dict(BT=max(16, triton.next_power_of_2(C)), BD=max(16, triton.next_power_of_2(d)),
-                BH=max(16, triton.next_power_of_2(h)), DOT_PREC=_meta(C, h, d, dtype)["DOT_PREC"],
+    return dict(chunk_blocks(C, d, h), DOT_PREC=_meta(C, h, d, dtype)["DOT_PREC"],
                 ACT=_ACT[f.act], DGD=f.dgd, DAMPING=f.damping, UNIT=f.unit_target, MOMENTUM=f.momentum)
 
 
