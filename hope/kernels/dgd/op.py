@@ -128,6 +128,14 @@ _ACT = {"silu": SILU, "gelu": GELU, "gelu_tanh": GELU_TANH}
 _DECLINED: set = set()
 
 
+def _decline(key: tuple, what: str, instead: str, device, d: int, h: int, C: int, err: Exception) -> None:
+    """Remember that a one-launch kernel does not fit this configuration and warn once; returns None (the
+    driver's answer for a declined call)."""
+    _DECLINED.add(key)
+    warnings.warn(f"the one-launch DGD {what} does not fit on {device} at head size d={d}, hidden h={h}, chunk {C} "
+                  f"({err}); such calls run {instead} (same results, slower)", stacklevel=3)
+
+
 def chunk_blocks(C: int, d: int, h: int) -> dict:
     """The block sizes of the one-launch kernels and ``STAGE`` (``fwd._staged``: a fresh copy of a whole-matrix
     operand at each ``tl.dot``, so that only one dot at a time holds it in shared memory), on for matrices larger
@@ -187,11 +195,7 @@ def chunks_forward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alpha
                 dgd_chunks_fwd_kernel[(N,)](x1, x2, q, eta, log_alpha, beta, *vel(mats), a1, a2, *outs, *vel(end),
                                             *last, *vel(starts), nc, C, d, h, SELF_TARGET=f.self_target, **meta)
     except OutOfResources as err:  # raised before the launch: nothing was written
-        _DECLINED.add(key)
-        warnings.warn(f"the one-launch DGD forward does not fit on {x1.device} at head size d={d}, hidden h={h}, "
-                      f"chunk {C} ({err}); such calls run the per-chunk Triton kernels (same results, slower)",
-                      stacklevel=2)
-        return None
+        return _decline(key, "forward", "the per-chunk Triton kernels", x1.device, d, h, C, err)
     pad = [] if f.momentum else [None, None]
     return FusedChunks(outs, tuple(end + pad), tuple(last), tuple(starts + pad))
 
@@ -231,11 +235,7 @@ def chunks_backward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alph
                                         dk, dv, dq, deta, dla, dbeta, dw1, dw2, dv1, dv2, da1, da2,
                                         nc, C, d, h, SELF_TARGET=f.self_target, **meta)
     except OutOfResources as err:  # raised before the launch: nothing was written
-        _DECLINED.add(key)
-        warnings.warn(f"the one-launch DGD backward does not fit on {x1.device} at head size d={d}, hidden h={h}, "
-                      f"chunk {C} ({err}); such calls run the per-chunk backward loop (same results, slower)",
-                      stacklevel=2)
-        return None
+        return _decline(key, "backward", "the per-chunk backward loop", x1.device, d, h, C, err)
     vel = (dv1, dv2) if f.momentum else (None, None)
     inputs = dict(x1=dk, x2=dv, q=dq, eta=deta, log_alpha=dla, beta=dbeta if f.momentum else None)
     return FusedGrads(inputs, (dw1, dw2, *vel), (da1, da2) if cont else (None, None))

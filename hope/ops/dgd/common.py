@@ -78,11 +78,10 @@ class MemoryState:
 
 def memory_forward(w1: Tensor, w2: Tensor, x: Tensor, act: str, cache: dict | None = None) -> Tensor:
     """``M(x) = x + W1 s(W2 x)`` for row vectors ``x (..., n, d)``; ``cache`` receives ``z = W2 x`` and ``s(z)``."""
-    z = x @ w2.transpose(-1, -2)
-    h = activation(z, act)
+    z, h, hw = anchor_products(w1, w2, [x], act)[0][0]
     if cache is not None:
         cache.update(z=z, h=h)
-    return x + h @ w1.transpose(-1, -2)
+    return x + hw
 
 
 def anchor_products(a1: Tensor, a2: Tensor, xs: list[Tensor], act: str, read: Tensor | None = None):
@@ -91,10 +90,12 @@ def anchor_products(a1: Tensor, a2: Tensor, xs: list[Tensor], act: str, read: Te
     and ``read a2^T`` for an extra block ``read`` (or None). One product per layer instead of one per block."""
     sizes = [x.shape[-2] for x in xs]
     rows = xs if read is None else [*xs, read]
-    z_all = torch.cat(rows, -2) @ a2.transpose(-1, -2)
+    z_all = (rows[0] if len(rows) == 1 else torch.cat(rows, -2)) @ a2.transpose(-1, -2)
     z = z_all[..., :sum(sizes), :]
     h = activation(z, act)
     ha = h @ a1.transpose(-1, -2)
+    if len(xs) == 1:
+        return [(z, h, ha)], None if read is None else z_all[..., sizes[0]:, :]
     out = list(zip(z.split(sizes, -2), h.split(sizes, -2), ha.split(sizes, -2)))
     return out, None if read is None else z_all[..., sum(sizes):, :]
 
@@ -125,11 +126,7 @@ def inner_grads(a1: Tensor, a2: Tensor, k: Tensor, target: Tensor, act: str, dgd
     ``cache``: a dict that receives the intermediates :func:`hope.ops.dgd.vjp.inner_grads_vjp` needs.
     ``first``: ``(z, s(z), s(z) a1^T)`` when the caller computed them (:func:`anchor_products`).
     """
-    if first is None:
-        z = k @ a2.transpose(-1, -2)
-        h = activation(z, act)
-        first = (z, h, h @ a1.transpose(-1, -2))
-    z, h, ha = first
+    z, h, ha = anchor_products(a1, a2, [k], act)[0][0] if first is None else first
     r = k + ha - target
     slope = activation_grad(z, act)
     ra = r @ a1
