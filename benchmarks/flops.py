@@ -3,7 +3,7 @@ this machine's measured matmul peak, all in one run; and the analytic table of e
 
     python benchmarks/flops.py                          # tiny presets at B=4, T=512 and 2048; table of presets
     python benchmarks/flops.py --first-order            # also tiny with cms_first_order=True
-    python benchmarks/flops.py --presets tiny --compile --seq-lens 2048 --skip-table   # eager vs HOPE_COMPILE_CHUNKS=1
+    python benchmarks/flops.py --presets tiny --compile --seq-lens 2048 --skip-table   # eager vs compiled
     python benchmarks/flops.py --seq-lens 512 --steps 3 --threads 2 --skip-table
 
 Achieved GFLOP/s = analytic matmul FLOPs per token (forward + backward; the AdamW step and elementwise work are
@@ -43,11 +43,15 @@ def matmul_seconds(n: int = 1024, reps: int = 10) -> float:
 
 def measure(configs: dict[str, HopeConfig], batch: int, seq_len: int, steps: int, warmup: int):
     """Median training-step seconds of each config and the median matmul peak (GFLOP/s), interleaved. A label
-    ending in ``+ compile`` runs with ``HOPE_COMPILE_CHUNKS=1`` (its compilation falls in the warm-up)."""
+    ending in ``+ compile`` runs as ``train.compile=true`` does: each block through ``torch.compile`` and the
+    memory ops' per-chunk functions with ``HOPE_COMPILE_CHUNKS=1`` (the compilation falls in the warm-up)."""
     runs = []
     for label, cfg in configs.items():
         torch.manual_seed(0)
         model = HopeLM(cfg)
+        if label.endswith("+ compile"):
+            for block in model.blocks:
+                block.compile()
         runs.append((model, torch.optim.AdamW(model.parameters(), lr=4e-4),
                      torch.randint(0, cfg.vocab_size, (batch, seq_len)), label.endswith("+ compile")))
     times, peaks = [[] for _ in runs], []
@@ -77,8 +81,9 @@ def speed_table(configs: dict[str, HopeConfig], batch: int, seq_lens: list[int],
         for (label, cfg), s in zip(configs.items(), secs):
             rates[label] = total_flops_per_token(cfg, T).total * batch * T / s / 1e9
             causal[label] = total_flops_per_token(cfg, T, causal=True).total * batch * T / s / 1e9
-        base, base_c = rates.get("transformer-tiny"), causal.get("transformer-tiny")
         for (label, cfg), s in zip(configs.items(), secs):
+            ref = "transformer-tiny + compile" if label.endswith("+ compile") else "transformer-tiny"  # same mode
+            base, base_c = rates.get(ref), causal.get(ref)
             ratio = f"{rates[label] / base:.2f}" if base else "-"
             ratio_c = f"{causal[label] / base_c:.2f} ({100 * causal[label] / peak:.0f}% of peak)" if base_c else "-"
             print(f"| {T} | {label} | {total_flops_per_token(cfg, T).total / 1e6:.1f} | {batch * T / s:,.0f} | "
@@ -108,8 +113,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--presets", nargs="+", default=TINY)
     parser.add_argument("--first-order", action="store_true", help="also time tiny with cms_first_order=True")
-    parser.add_argument("--compile", action="store_true", help=f"also time each in-context-CMS model with "
-                        f"{COMPILE_ENV}=1 (torch.compile of the CMS per-chunk functions)")
+    parser.add_argument("--compile", action="store_true", help=f"also time each model compiled as train.compile=true "
+                        f"does (torch.compile of each block, and {COMPILE_ENV}=1: of the memory ops' per-chunk "
+                        "functions)")
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seq-lens", nargs="+", type=int, default=[512, 2048])
     parser.add_argument("--steps", type=int, default=3)
@@ -123,9 +129,8 @@ def main() -> None:
     configs = {name: HopeConfig.from_name(name, backend="chunk") for name in args.presets}
     if args.first_order:
         configs["tiny (cms_first_order)"] = HopeConfig.from_name("tiny", backend="chunk", cms_first_order=True)
-    if args.compile:  # the CMS and DGD chunk loops compiled: only models with in-context levels or SMT memories
-        configs.update({f"{label} + compile": cfg for label, cfg in list(configs.items())
-                        if cfg.mixer != "attention" or any(c is not None for c in cfg.cms_chunk_sizes)})
+    if args.compile:
+        configs.update({f"{label} + compile": cfg for label, cfg in list(configs.items())})
     if not args.skip_speed:
         speed_table(configs, args.batch, args.seq_lens, args.steps, args.warmup)
     if not args.skip_table:

@@ -178,3 +178,39 @@ def test_bf16_autocast_keeps_the_fast_state_in_fp32(mixer):
     assert mixer_state.mem.w1.dtype == mixer_state.mem.v1.dtype == torch.float32
     assert cms_state[0].w_in.dtype == torch.float32
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+
+
+@pytest.mark.parametrize("mixer", ["smt", "titans"])
+def test_compiled_blocks_break_around_the_memory_ops(mixer):
+    """``train.compile`` compiles each block; the memory ops stay out of its graphs (``torch.compiler.disable``), so
+    the graphs do not grow with the number of chunks, and the compiled model computes what the eager one does."""
+    import torch._dynamo
+
+    def compiled_nodes(seq_len: int) -> tuple[int, torch.Tensor, list[torch.Tensor]]:
+        torch._dynamo.reset()
+        nodes = []
+
+        def backend(gm, example_inputs):  # dynamo's graphs, run eagerly; counts their nodes, nested ones included
+            nodes.append(sum(len(m.graph.nodes) for m in gm.modules() if isinstance(m, torch.fx.GraphModule)))
+            return gm.forward
+
+        torch.manual_seed(0)
+        model = HopeLM(micro_config(mixer))
+        for block in model.blocks:
+            block.compile(backend=backend)
+        x = torch.randint(0, 64, (2, seq_len))
+        loss = model(x, labels=x).loss
+        loss.backward()
+        return sum(nodes), loss, [p.grad for p in model.parameters()]
+
+    short, long = compiled_nodes(12), compiled_nodes(48)  # 3 and 12 chunks of the main memory, 2 and 8 of M_k, M_v
+    torch._dynamo.reset()
+    assert short[0] > 0 and short[0] == long[0]
+    torch.manual_seed(0)
+    eager = HopeLM(micro_config(mixer))
+    x = torch.randint(0, 64, (2, 48))
+    loss = eager(x, labels=x).loss
+    loss.backward()
+    torch.testing.assert_close(long[1], loss)
+    for g, p in zip(long[2], eager.parameters()):
+        torch.testing.assert_close(g, p.grad)

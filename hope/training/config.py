@@ -57,7 +57,7 @@ class TrainConfig:
     # system
     device: str = "auto"  # auto: cuda when available, else cpu
     dtype: str = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
-    compile: bool = False  # torch.compile each block
+    compile: bool = False  # torch.compile each block, and the memory ops' per-chunk functions (HOPE_COMPILE_CHUNKS)
     activation_checkpointing: bool = False  # recompute each block in the backward
     parallel: str = "auto"  # auto: fsdp under torchrun with more than one process; none, ddp, fsdp
     seed: int = 0

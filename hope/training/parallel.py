@@ -17,6 +17,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from hope.ops.common import COMPILE_ENV
+
 
 @dataclasses.dataclass
 class DistInfo:
@@ -119,7 +121,8 @@ def parallelize(model: nn.Module, mode: str, info: DistInfo, compile: bool = Fal
     FSDP2); returns the loss module the training loop calls (:class:`LMLoss`, DDP-wrapped for DDP)."""
     if activation_checkpointing:
         apply_activation_checkpointing(model)
-    if compile:
+    if compile:  # the memory ops stay outside the blocks' graphs (hope.ops.backend) and compile per chunk
+        os.environ.setdefault(COMPILE_ENV, "1")
         for block in model.blocks:
             block.compile()
     if mode == "fsdp":
