@@ -8,7 +8,7 @@ thread and spill bytes of ``ptxas -v``.
 Must run with ``TRITON_INTERPRET=0`` (set before ``triton`` is imported; under the interpreter ``triton.jit`` makes
 functions that cannot be compiled), so the tests call it in a subprocess::
 
-    TRITON_INTERPRET=0 python -m hope.kernels.fit --kernel bwd fwd kv --d 128 --h 128 --chunk 16 --dtype bf16
+    TRITON_INTERPRET=0 python -m hope.kernels.fit --kernel bwd fwd kv kv_bwd --d 128 --h 128 --chunk 16 --dtype bf16
 
 ``--no-ptxas`` stops after the LLVM IR (the shared memory only): ``ptxas`` on the fp32 kernels at 128 takes many
 minutes.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 #: Shared memory per block an H100 (sm_90) allows: 227 KB.
 SM90_SHARED = 232448
-KERNELS = ("fwd", "bwd", "kv", "chunk_bwd")
+KERNELS = ("fwd", "bwd", "kv", "kv_bwd", "chunk_bwd")
 _INTS = ("P", "NC", "C", "D", "HID", "n", "M", "K", "NB")
 _DTYPES = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
 
@@ -73,11 +73,11 @@ def _stop_before_ptx(*args):
 
 def _kernel(name: str):
     from hope.kernels.dgd.bwd import linear_chunk_bwd_kernel
-    from hope.kernels.dgd.chunks_bwd import dgd_chunks_bwd_kernel
+    from hope.kernels.dgd.chunks_bwd import dgd_chunks_bwd_kernel, kv_chunks_bwd_kernel
     from hope.kernels.dgd.chunks_fwd import dgd_chunks_fwd_kernel, kv_chunks_fwd_kernel
 
     return dict(fwd=dgd_chunks_fwd_kernel, bwd=dgd_chunks_bwd_kernel, kv=kv_chunks_fwd_kernel,
-                chunk_bwd=linear_chunk_bwd_kernel)[name]
+                kv_bwd=kv_chunks_bwd_kernel, chunk_bwd=linear_chunk_bwd_kernel)[name]
 
 
 def constants(name: str, d: int, h: int, chunk: int, dtype: str, on: bool = True, act: int = 0) -> dict:
@@ -92,17 +92,17 @@ def constants(name: str, d: int, h: int, chunk: int, dtype: str, on: bool = True
                     BK=max(16, triton.next_power_of_2(d)), DOT_PREC=prec)
     from hope.kernels.dgd.op import chunk_blocks
 
-    const = dict(chunk_blocks(chunk, d, h), ACT=act, DGD=on, DAMPING=on, UNIT=on, MOMENTUM=on, CONT=on,
-                 DOT_PREC=prec)
-    if name != "kv":
+    const = dict(chunk_blocks(chunk, d, h, name == "kv_bwd"), ACT=act, DGD=on, DAMPING=on, UNIT=on, MOMENTUM=on,
+                 CONT=on, DOT_PREC=prec)
+    if name not in ("kv", "kv_bwd"):
         const["SELF_TARGET"] = on
     return const
 
 
 def measure(name: str, d: int, h: int, chunk: int, dtype: str = "bf16", num_warps: int = 4, on: bool = True,
             act: int = 0, ptxas: bool = True) -> Fit:
-    """Compile kernel ``name`` (``fwd``, ``bwd``, ``kv``, ``chunk_bwd``) for sm_90 at head size ``d``, hidden
-    ``h``, chunk ``chunk``, ``dtype`` pointers, with every flag ``on`` (or off) and return its :class:`Fit`;
+    """Compile kernel ``name`` (``fwd``, ``bwd``, ``kv``, ``kv_bwd``, ``chunk_bwd``) for sm_90 at head size ``d``,
+    hidden ``h``, chunk ``chunk``, ``dtype`` pointers, with every flag ``on`` (or off) and return its :class:`Fit`;
     without ``ptxas`` only down to the LLVM IR (the shared memory; registers and spills are then -1)."""
     import triton
     from triton import knobs

@@ -1,8 +1,7 @@
 """The one-launch Triton forward over all chunks (``hope/kernels/dgd/chunks_fwd.py``, the driver's forward of
-``op.dgd_memory`` / ``op.smt_kv``) with their backward (``dgd_memory``: the one-launch backward of
-``test_dgd_chunks_bwd.py``; ``smt_kv`` and continued chunks: the recompute loop) vs the PyTorch chunk backend:
-outputs, end states and the gradient of every input, fp32, odd shapes (``d``, ``h``, the chunk and a partial last
-chunk not powers of two), every flag, and streaming calls that continue an open chunk."""
+``op.dgd_memory`` / ``op.smt_kv``) with their backward (the one-launch backwards of ``test_dgd_chunks_bwd.py``)
+vs the PyTorch chunk backend: outputs, end states and the gradient of every input, fp32, odd shapes (``d``, ``h``,
+the chunk and a partial last chunk not powers of two), every flag, and streaming calls that continue an open chunk."""
 
 from __future__ import annotations
 

@@ -4,11 +4,11 @@
 backward are the Triton kernels of ``hope/kernels/dgd/fwd.py`` and ``hope/kernels/dgd/bwd.py``. ``TRITON_STEP``
 plugs the same kernels into the one chunk driver (:mod:`hope.ops.dgd.chunk_loop`) as its per-chunk step, so
 ``dgd_memory`` and ``smt_kv`` are :mod:`hope.ops.dgd.chunk` with the forward over all chunks in one launch
-(``hope/kernels/dgd/chunks_fwd.py``, :func:`chunks_forward`). The main memory's backward is one launch over all
-chunks too (``hope/kernels/dgd/chunks_bwd.py``, :func:`chunks_backward`); elsewhere (the key/value memories, a
-kernel that does not fit) the backward recomputes each chunk from its saved start state with the per-chunk kernels
-and back-propagates the momentum step, the inner gradients at the anchor and the self-generated targets in PyTorch
-with their analytic VJPs (see ``hope/kernels/README.md``).
+(``hope/kernels/dgd/chunks_fwd.py``, :func:`chunks_forward`). Their backward is one launch over all chunks too
+(``hope/kernels/dgd/chunks_bwd.py``, :func:`chunks_backward`); where the kernel does not fit the device, the
+backward recomputes each chunk from its saved start state with the per-chunk kernels and back-propagates the
+momentum step, the inner gradients at the anchor and the self-generated targets in PyTorch with their analytic VJPs
+(see ``hope/kernels/README.md``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from torch import Tensor
 from triton.runtime.errors import OutOfResources
 
 from hope.kernels.dgd.bwd import linear_chunk_bwd_kernel
-from hope.kernels.dgd.chunks_bwd import dgd_chunks_bwd_kernel
+from hope.kernels.dgd.chunks_bwd import dgd_chunks_bwd_kernel, kv_chunks_bwd_kernel
 from hope.kernels.dgd.chunks_fwd import GELU, GELU_TANH, SILU, dgd_chunks_fwd_kernel, kv_chunks_fwd_kernel
 from hope.kernels.dgd.fwd import linear_chunk_fwd_kernel
 from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk
@@ -136,19 +136,22 @@ def _decline(key: tuple, what: str, instead: str, device, d: int, h: int, C: int
                   f"({err}); such calls run {instead} (same results, slower)", stacklevel=3)
 
 
-def chunk_blocks(C: int, d: int, h: int) -> dict:
+def chunk_blocks(C: int, d: int, h: int, kv_bwd: bool = False) -> dict:
     """The block sizes of the one-launch kernels and ``STAGE`` (``fwd._staged``: a fresh copy of a whole-matrix
     operand at each ``tl.dot``, so that only one dot at a time holds it in shared memory), on for matrices larger
-    than 64 x 64, which otherwise do not fit an H100 (``hope/kernels/README.md``, "On-chip limits"), and never under
-    the interpreter (no inline asm there; the copy is the identity)."""
+    than 64 x 64, which otherwise do not fit an H100 (``hope/kernels/README.md``, "On-chip limits"), from 64 x 64 on
+    for the key/value backward (``kv_bwd``: two memories' cotangents and recompute; 234 KB at ``d = h = 64``, chunk
+    16, without it), and never under the interpreter (no inline asm there; the copy is the identity)."""
     bd, bh = max(16, triton.next_power_of_2(d)), max(16, triton.next_power_of_2(h))
-    stage = bd * bh > 64 * 64 and os.environ.get("TRITON_INTERPRET", "0") != "1"
+    large = bd * bh >= 64 * 64 if kv_bwd else bd * bh > 64 * 64
+    stage = large and os.environ.get("TRITON_INTERPRET", "0") != "1"
     return dict(BT=max(16, triton.next_power_of_2(C)), BD=bd, BH=bh, STAGE=stage)
 
 
-def _chunks_meta(f: Flags, C: int, d: int, h: int, dtype: torch.dtype) -> dict:
-    """The block sizes and flags of the one-launch kernels (forward and backward)."""
-    return dict(chunk_blocks(C, d, h), DOT_PREC=_meta(C, h, d, dtype)["DOT_PREC"],
+def _chunks_meta(f: Flags, C: int, d: int, h: int, dtype: torch.dtype, kv_bwd: bool = False) -> dict:
+    """The block sizes and flags of the one-launch kernels (forward and backward; ``kv_bwd``: the key/value
+    backward)."""
+    return dict(chunk_blocks(C, d, h, kv_bwd), DOT_PREC=_meta(C, h, d, dtype)["DOT_PREC"],
                 ACT=_ACT[f.act], DGD=f.dgd, DAMPING=f.damping, UNIT=f.unit_target, MOMENTUM=f.momentum)
 
 
@@ -202,42 +205,52 @@ def chunks_forward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alpha
 
 def chunks_backward(f: Flags, derive: bool, cont: bool, x1, x2, q, eta, log_alpha, beta, starts, anchors, g_outs,
                     g_end, g_anchors) -> FusedGrads | None:
-    """The one-launch backward of the main memory (``hope/kernels/dgd/chunks_bwd.py``) after :func:`chunks_forward`:
-    the driver's chunked flat inputs, the chunk-start states the forward returned, the cotangents of the read-out
-    (``g_outs``), of the end state ``(w1, w2, v1, v2)`` and of the last chunk's anchors. Returns None (the driver then
-    runs its per-chunk loop, same results) for the key/value memories (``derive``) and when the kernel does not fit
-    on the device (with a warning the first time)."""
-    if derive:
-        return None
+    """The one-launch backward (``hope/kernels/dgd/chunks_bwd.py``) after :func:`chunks_forward`: the driver's chunked
+    flat inputs, the chunk-start states the forward returned, the cotangents of the outputs (``g_outs``: the
+    read-out, or with ``derive`` the keys and values), of the end state ``(w1, w2, v1, v2)`` and of the last chunk's
+    anchors. The main memory runs ``dgd_chunks_bwd_kernel`` (one program per memory), the key/value memories
+    (``derive``) ``kv_chunks_bwd_kernel`` (one program per key/value pair, as the forward). Returns None (the driver
+    then runs its per-chunk loop, same results) when the kernel does not fit on the device (with a warning the first
+    time)."""
     N, nc, C, d = x1.shape
     h = starts[0].shape[-1]
-    meta = dict(_chunks_meta(f, C, d, h, starts[0].dtype), CONT=cont)
-    key = ("bwd", x1.device, *meta.items())
+    meta = dict(_chunks_meta(f, C, d, h, starts[0].dtype, derive), CONT=cont)
+    key = ("bwd", derive, x1.device, *meta.items())
     if key in _DECLINED:
         return None
-    x1, x2, q, eta, log_alpha, beta = (t.contiguous() for t in (x1, x2, q, eta, log_alpha, beta))
+    x1, eta, log_alpha, beta = (t.contiguous() for t in (x1, eta, log_alpha, beta))
     w1s, w2s = (t.contiguous() for t in starts[:2])
     v1s, v2s = (t.contiguous() for t in starts[2:]) if f.momentum else (w1s, w2s)
-    g_out = g_outs[0].contiguous()
+    g_out = [g.contiguous() for g in g_outs]
     w1, w2 = w1s[:, 0], w2s[:, 0]
     a1, a2 = (w1s, w2s) if anchors is None else (t.contiguous() for t in anchors)
     g_w1, g_w2, g_v1, g_v2, g_a1, g_a2 = (torch.zeros_like(w) if g is None else g.contiguous() for g, w in zip(
         (*g_end, *g_anchors), (w1, w2, w1, w2, w1, w2)))
-    dk, dv, dq = (_empty(t.shape, t.dtype, t.device) for t in (x1, x2, q))
     deta, dla, dbeta = (_empty(t.shape, t.dtype, t.device) for t in (eta, log_alpha, beta))
     dw1, dw2 = (_empty(w.shape, w.dtype, w.device) for w in (w1, w2))
     dv1, dv2 = (_empty(w.shape, w.dtype, w.device) for w in (w1, w2)) if f.momentum else (dw1, dw2)
     da1, da2 = (_empty(w.shape, w.dtype, w.device) for w in (w1, w2)) if cont else (dw1, dw2)
+    state = (g_w1, g_w2, g_v1, g_v2, g_a1, g_a2)
+    grads = (deta, dla, dbeta, dw1, dw2, dv1, dv2, da1, da2)
     try:
-        if N > 0:
-            dgd_chunks_bwd_kernel[(N,)](x1, x2, q, eta, log_alpha, beta, w1s, w2s, v1s, v2s, a1, a2,
-                                        g_out, g_w1, g_w2, g_v1, g_v2, g_a1, g_a2,
-                                        dk, dv, dq, deta, dla, dbeta, dw1, dw2, dv1, dv2, da1, da2,
-                                        nc, C, d, h, SELF_TARGET=f.self_target, **meta)
+        if derive:
+            dx = _empty(x1.shape, x1.dtype, x1.device)
+            toks = dict(x1=dx)
+            if N > 0:
+                kv_chunks_bwd_kernel[(N // 2,)](x1, eta, log_alpha, beta, w1s, w2s, v1s, v2s, a1, a2, *g_out, *state,
+                                                dx, *grads, N // 2, nc, C, d, h, **meta)
+        else:
+            x2, q = x2.contiguous(), q.contiguous()
+            dk, dv, dq = (_empty(t.shape, t.dtype, t.device) for t in (x1, x2, q))
+            toks = dict(x1=dk, x2=dv, q=dq)
+            if N > 0:
+                dgd_chunks_bwd_kernel[(N,)](x1, x2, q, eta, log_alpha, beta, w1s, w2s, v1s, v2s, a1, a2, *g_out,
+                                            *state, dk, dv, dq, *grads, nc, C, d, h, SELF_TARGET=f.self_target,
+                                            **meta)
     except OutOfResources as err:  # raised before the launch: nothing was written
         return _decline(key, "backward", "the per-chunk backward loop", x1.device, d, h, C, err)
     vel = (dv1, dv2) if f.momentum else (None, None)
-    inputs = dict(x1=dk, x2=dv, q=dq, eta=deta, log_alpha=dla, beta=dbeta if f.momentum else None)
+    inputs = dict(toks, eta=deta, log_alpha=dla, beta=dbeta if f.momentum else None)
     return FusedGrads(inputs, (dw1, dw2, *vel), (da1, da2) if cont else (None, None))
 
 
@@ -246,8 +259,8 @@ class TritonStep:
     chunk's ``log alpha`` and raw ``eta`` (the kernels form the gate products and the proximal step), and cannot
     return the steps' sum (``velocity_decay=False`` is refused before the first chunk). With ``fused`` (the
     default, :data:`TRITON_STEP`) the driver's forward is the one-launch kernel over all chunks
-    (:func:`chunks_forward`) and, with ``fused_backward`` (the default), the main memory's backward is the one-launch
-    kernel too (:func:`chunks_backward`); elsewhere this per-chunk step recomputes each chunk in the backward."""
+    (:func:`chunks_forward`) and, with ``fused_backward`` (the default), its backward is the one-launch kernel too
+    (:func:`chunks_backward`); elsewhere this per-chunk step recomputes each chunk in the backward."""
 
     name = "triton"
     steps_sum = False
