@@ -115,10 +115,15 @@ class SelfModifyingTitans(nn.Module):
         return TitansState(conv, mem, kv)
 
     def _conv(self, x: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
-        """Causal depthwise conv over time, continuing from ``cache`` (the last ``conv_size - 1`` inputs)."""
+        """Causal depthwise conv over time, continuing from ``cache`` (the last ``conv_size - 1`` inputs):
+        ``y_t = sum_i w_i * full_{t+i}`` as shifted products in the (batch, time, channel) layout, which
+        ``torch.compile`` fuses into one pass (a grouped ``conv1d`` was 4x slower there, 1.1x in eager)."""
         full = torch.cat([cache, x], dim=1)
-        y = F.conv1d(full.transpose(1, 2), self.conv_weight[:, None, :], groups=full.shape[-1])
-        return y.transpose(1, 2), full[:, full.shape[1] - (self.conv_size - 1):]
+        T = x.shape[1]
+        y = full[:, :T] * self.conv_weight[:, 0]
+        for i in range(1, self.conv_size):
+            y = y + full[:, i:i + T] * self.conv_weight[:, i]
+        return y, full[:, full.shape[1] - (self.conv_size - 1):]
 
     def forward(self, a: Tensor, state: TitansState | None = None) -> tuple[Tensor, TitansState]:
         if a.dim() != 3 or a.shape[-1] != self.dim:
