@@ -18,7 +18,12 @@ def _opaque(ops: SimpleNamespace) -> SimpleNamespace:
     breaks its graph around each memory op instead of unrolling the op's loop over chunks (or tokens) into one
     graph, which at titans-tiny, B=4, T=256 took 290 s to compile (25 s this way) and does not finish in 10 minutes
     at T=2048. The ops' per-chunk functions compile on their own with ``HOPE_COMPILE_CHUNKS=1``."""
-    return SimpleNamespace(**{name: torch.compiler.disable(fn) for name, fn in vars(ops).items()})
+    return _opaque_table(tuple(vars(ops).items()))
+
+
+@functools.cache
+def _opaque_table(ops: tuple) -> SimpleNamespace:  # one wrapper per op function, made once
+    return SimpleNamespace(**{name: torch.compiler.disable(fn) for name, fn in ops})
 
 
 _TORCH_OPS = {
@@ -69,24 +74,18 @@ def resolve_backend(backend: str, device: torch.device | str) -> str:
     return "triton"
 
 
-@functools.cache
-def _triton_table() -> SimpleNamespace:
-    """The ``triton`` backend's op table (made once), or a clear ImportError."""
-    ops, why = _triton_ops()
-    if ops is None:
-        raise ImportError(
-            f"backend='triton' needs the Triton kernels of hope.kernels, which cannot be imported ({why}); "
-            "install them with pip install 'hope-nl[kernels]', or use backend='chunk' (same semantics) or "
-            "'auto' (triton on CUDA when it works, else chunk)"
-        )
-    return _opaque(ops)
-
-
 def get_ops(backend: str, device: torch.device | str = "cpu") -> SimpleNamespace:
     """The op table (``dgd_memory``, ``smt_kv``, ``cms_level``) of a backend."""
     name = resolve_backend(backend, device)
     if name in _TORCH_OPS:
         return _TORCH_OPS[name]
     if name == "triton":
-        return _triton_table()
+        ops, why = _triton_ops()
+        if ops is None:
+            raise ImportError(
+                f"backend='triton' needs the Triton kernels of hope.kernels, which cannot be imported ({why}); "
+                "install them with pip install 'hope-nl[kernels]', or use backend='chunk' (same semantics) or "
+                "'auto' (triton on CUDA when it works, else chunk)"
+            )
+        return _opaque(ops)
     raise ValueError(f"unknown backend {backend!r}; expected one of naive, chunk, triton, auto")
