@@ -6,11 +6,12 @@ product; elementwise work is not counted), for what the ``chunk`` backend execut
 forward and hand-written backward (:mod:`hope.ops.dgd.chunk_loop`, chunk-form overheads such as the masked
 ``C x C`` products and the triangular solves included; a final partial chunk is padded), the CMS levels'
 chunk loop with its Hessian-vector backward (:mod:`hope.ops.cms.chunk_loop`; the cheaper backward of
-``cms_first_order``), the projections, the causal convolution and attention, counted dense as SDPA's kernels
-are by :func:`torch.utils.flop_counter.sdpa_flop_count` (full ``T x T``; the backward recomputes the scores).
+``cms_first_order``), the projections and attention, counted dense as SDPA's kernels are by
+:func:`torch.utils.flop_counter.sdpa_flop_count` (full ``T x T``; the backward recomputes the scores); the SMT
+mixer's causal depthwise convolution is elementwise work (shifted products), not counted.
 Ops that ``FlopCounterMode`` does not know, or miscounts, get formulas here (:func:`counter_formulas`): the
-triangular solve (``n^2 k`` for an ``n x n`` system with ``k`` right-hand sides), the CPU flash-attention
-kernels and the backward of the depthwise convolution. ``tests/test_flops.py`` checks :func:`flops_per_token`
+triangular solve (``n^2 k`` for an ``n x n`` system with ``k`` right-hand sides) and the CPU flash-attention
+kernels. ``tests/test_flops.py`` checks :func:`flops_per_token`
 against the counter. Sequences are counted from the start of a stream (no chunk left open by an earlier call).
 
 Memory (:func:`memory_per_sequence`): the fast state of :func:`hope.config.fast_state_bytes` and the bytes the
@@ -70,8 +71,8 @@ def memory_chunk_flops(n: int, d: int, h: int, *, dgd: bool = True, self_target:
     bwd += 4 * m + 2 * nnh  # layer 2 (input k; masked q k^T given)
     pre = Flops(nnd, 2 * nnd)  # q k^T for all chunks before the loop
     if dgd:
-        fwd += _mm(n, h, 1) + nnh + nnh + _solve(n, d)  # damping, T^-1 R, U U^T, solve (W u: the anchor's)
-        bwd += 2 * m + _solve(n, d) + nnd + nnh  # layer 1: W u terms, the transposed solve, dL/dL, dL/dU
+        fwd += _mm(n, h, 1) + nnh + nnh + _solve(n, n) + nnd  # damping, T^-1 R, U U^T, inverse, T_1^-1 R_1
+        bwd += 2 * m + nnd + nnd + nnh  # layer 1: W u terms, T_1^-T dC, dL/dL, dL/dU
         bwd += 2 * m + 2 * nnh  # layer 2: W u terms, the gradients of T^-1 and R
         pre += Flops(nnd + _solve(n, n), 2 * nnd + _solve(n, n) + _mm(n, n, n))  # k k^T and T^-1 = (I + L)^-1
     if self_target:
@@ -87,8 +88,8 @@ def kv_chunk_flops(n: int, d: int, h: int, *, dgd: bool = True) -> Flops:
     fwd = 2 * m + 2 * m + 3 * m + 2 * m  # M_0(input), M_0(v), inner_grads, both end states
     bwd = 4 * m + 6 * m + 8 * m  # both end states, inner_grads, both memory reads
     if dgd:
-        fwd += _mm(n, h, 1) + nnd + nnh + _solve(n, h) + _solve(n, d)  # damping, U U^T, solves (W u: above)
-        bwd += 4 * m + _solve(n, d) + _solve(n, h) + 2 * nnd + 2 * nnh  # W u terms, solves, dL/dL, dL/dU
+        fwd += _mm(n, h, 1) + nnd + nnh + 2 * _solve(n, n) + nnh + nnd  # damping, U U^T, inverses, T^-1 R
+        bwd += 4 * m + nnd + nnh + 2 * nnd + 2 * nnh  # W u terms, T^-T dC, dL/dL, dL/dU
     return Flops(fwd, bwd)
 
 
@@ -122,8 +123,7 @@ def flops_per_token(cfg: HopeConfig, seq_len: int, causal: bool = False) -> dict
         pairs = (seq_len + 1) / 2 if causal else seq_len  # keys per query
         parts["attention"] = Flops(4 * pairs * D, 10 * pairs * D) * L
     else:
-        conv = dense(3 * D, cfg.conv_size)  # depthwise: 2 K flops per channel and token
-        parts["mixer projections"] = (dense(D, 3 * D) + dense(D, 3 * H) + dense(D, D) * 2 + conv) * L
+        parts["mixer projections"] = (dense(D, 3 * D) + dense(D, 3 * H) + dense(D, D) * 2) * L
         padded = lambda c: math.ceil(seq_len / c) * c / seq_len  # noqa: E731  (partial chunks are padded)
         smt = cfg.mixer == "smt"
         mem = memory_chunk_flops(cfg.chunk_memory, d, h, dgd=cfg.dgd, self_target=smt)
@@ -144,12 +144,10 @@ def total_flops_per_token(cfg: HopeConfig, seq_len: int, causal: bool = False) -
 
 
 def counter_formulas() -> dict:
-    """``FlopCounterMode(custom_mapping=...)`` formulas for ops it does not count, the triangular solve
-    (``n^2 k``) and the CPU flash-attention kernels (with torch's own SDPA formulas), and one it miscounts: the
-    backward of a grouped (depthwise) convolution, which torch 2.13 counts as if it were dense (``3D + 1`` times
-    too much for the SMT mixer's causal conv); here each of its two gradients costs the forward."""
+    """``FlopCounterMode(custom_mapping=...)`` formulas for ops it does not count: the triangular solve
+    (``n^2 k``) and the CPU flash-attention kernels (with torch's own SDPA formulas)."""
     import torch
-    from torch.utils.flop_counter import conv_flop_count, sdpa_backward_flop_count, sdpa_flop_count
+    from torch.utils.flop_counter import sdpa_backward_flop_count, sdpa_flop_count
 
     aten = torch.ops.aten
 
@@ -163,12 +161,7 @@ def counter_formulas() -> dict:
     def attention_backward(g_shape, q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
         return sdpa_backward_flop_count(g_shape, q_shape, k_shape, v_shape)
 
-    def conv_backward(g_shape, x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-        output_mask = args[-1]  # (input, weight, bias); w_shape[1] is already in_channels / groups
-        return conv_flop_count(x_shape, w_shape, g_shape) * (int(output_mask[0]) + int(output_mask[1]))
-
-    return {aten.linalg_solve_triangular: solve, aten.convolution_backward: conv_backward,
-            aten._scaled_dot_product_flash_attention_for_cpu: attention,
+    return {aten.linalg_solve_triangular: solve, aten._scaled_dot_product_flash_attention_for_cpu: attention,
             aten._scaled_dot_product_flash_attention_for_cpu_backward: attention_backward}
 
 

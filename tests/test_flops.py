@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from hope import HopeConfig, HopeLM
 from hope.flops import (
@@ -38,15 +37,10 @@ def test_first_order_cms_costs_less_and_only_in_the_backward():
     assert first.forward == exact.forward and first.backward < 0.5 * exact.backward
 
 
-def test_counter_formulas_for_the_solve_and_the_depthwise_conv():
+def test_counter_formula_for_the_solve():
     a = torch.eye(7).expand(3, 7, 7) + torch.randn(3, 7, 7).tril(-1)
     n, _ = count_flops(torch.linalg.solve_triangular, a, torch.randn(3, 7, 5), upper=False, unitriangular=True)
     assert n == 3 * 7 * 7 * 5
-    x, w = torch.randn(2, 12, 30, requires_grad=True), torch.randn(12, 1, 4, requires_grad=True)
-    fwd, y = count_flops(F.conv1d, x, w, groups=12)
-    assert fwd == 2 * 2 * 12 * 27 * 4
-    bwd, _ = count_flops(lambda: y.sum().backward())
-    assert bwd == 2 * fwd  # the input and weight gradients (torch's own formula ignores the groups)
 
 
 def test_saved_bytes_sees_autograd_and_function_contexts():

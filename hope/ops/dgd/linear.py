@@ -84,10 +84,12 @@ def gated_step(w: Tensor, u: Tensor, delta: Tensor, x: Tensor | None, eta: Tenso
     if dgd:
         cache.uw = u @ w.transpose(-1, -2) if uw is None else uw
         cache.rhs = gd - (eta * gates.egp)[..., None] * cache.uw
-        if tinv is None:
+        if tinv is None:  # the inverse, not a solve: the VJP then needs a product, not a second solve
             cache.uu = u @ u.transpose(-1, -2)
-            cache.lower = eta[..., :, None] * gates.strict * cache.uu
-            cache.c = torch.linalg.solve_triangular(cache.lower, cache.rhs, upper=False, unitriangular=True)
+            lower = eta[..., :, None] * gates.strict * cache.uu
+            eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device).expand_as(lower)
+            cache.inv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+            cache.c = cache.inv @ cache.rhs
         else:
             cache.c = tinv @ cache.rhs
     c = cache.c

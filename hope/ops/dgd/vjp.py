@@ -86,7 +86,7 @@ class GatedStepCache:
     rhs: Tensor | None = None
     uw: Tensor | None = None
     uu: Tensor | None = None
-    lower: Tensor | None = None
+    inv: Tensor | None = None  # the inverse of I + L, when the step computed it (no tinv given)
     tinv: Tensor | None = None
     xw: Tensor | None = None
     xu: Tensor | None = None
@@ -147,8 +147,7 @@ def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y:
             g_tinv = g_c @ cache.rhs.transpose(-1, -2)
             g_rhs = cache.tinv.transpose(-1, -2) @ g_c
         else:
-            g_rhs = torch.linalg.solve_triangular(cache.lower.transpose(-1, -2), g_c, upper=True,
-                                                  unitriangular=True)
+            g_rhs = cache.inv.transpose(-1, -2) @ g_c
             g_lower = -(g_rhs @ c.transpose(-1, -2)).tril(-1)
             g_uu = g_lower * eta[..., None] * gates.strict
             g_gates["strict"] = g_lower * eta[..., None] * cache.uu
