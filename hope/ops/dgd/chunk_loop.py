@@ -49,7 +49,7 @@ from hope.ops.dgd.common import (
     memory_forward,
     open_chunk,
 )
-from hope.ops.dgd.linear import ChunkGates, effective_eta
+from hope.ops.dgd.linear import ChunkGates, effective_eta, unit_lower_inverse
 from hope.ops.dgd.step import TORCH_STEP, ChunkStep, StepHint
 from hope.ops.dgd.vjp import inner_grads_vjp, l2norm_vjp, memory_forward_vjp, start_chunk_vjp
 
@@ -332,9 +332,7 @@ def _run(derive: bool, x1, x2, q, eta, log_alpha, beta, state: MemoryState, lead
     if uses_gates and not derive:  # the hidden layer's input is the key: state independent
         eta_eff = effective_eta(eta, x1, f.dgd)
         if f.dgd:
-            lower = eta_eff[..., :, None] * gates.strict * (x1 @ x1.transpose(-1, -2))
-            eye = torch.eye(size, dtype=x1.dtype, device=x1.device).expand_as(lower)
-            tinv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+            tinv = unit_lower_inverse(eta_eff[..., :, None] * gates.strict * (x1 @ x1.transpose(-1, -2)))
         read = gates.causal * (q @ x1.transpose(-1, -2))
     fields = [None] * 6 if gates is None else [gates.eg, gates.egp, gates.eend, gates.elast, gates.strict,
                                                gates.causal]

@@ -63,6 +63,12 @@ def effective_eta(eta: Tensor, u: Tensor, dgd: bool) -> Tensor:
     return eta / (1 + eta * (u * u).sum(-1)) if dgd else eta
 
 
+def unit_lower_inverse(lower: Tensor) -> Tensor:
+    """``(I + L)^-1`` for strictly lower-triangular ``L (..., n, n)`` (the UT/WY system of a chunk)."""
+    eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device).expand_as(lower)
+    return torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+
+
 def gated_step(w: Tensor, u: Tensor, delta: Tensor, x: Tensor | None, eta: Tensor, gates: ChunkGates, dgd: bool,
                tinv: Tensor | None = None, read: Tensor | None = None, uw: Tensor | None = None,
                xw: Tensor | None = None) -> tuple[Tensor, Tensor | None, GatedStepCache]:
@@ -86,9 +92,7 @@ def gated_step(w: Tensor, u: Tensor, delta: Tensor, x: Tensor | None, eta: Tenso
         cache.rhs = gd - (eta * gates.egp)[..., None] * cache.uw
         if tinv is None:  # the inverse, not a solve: the VJP then needs a product, not a second solve
             cache.uu = u @ u.transpose(-1, -2)
-            lower = eta[..., :, None] * gates.strict * cache.uu
-            eye = torch.eye(lower.shape[-1], dtype=lower.dtype, device=lower.device).expand_as(lower)
-            cache.inv = torch.linalg.solve_triangular(lower, eye, upper=False, unitriangular=True)
+            cache.inv = unit_lower_inverse(eta[..., :, None] * gates.strict * cache.uu)
             cache.c = cache.inv @ cache.rhs
         else:
             cache.c = tinv @ cache.rhs
