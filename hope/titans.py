@@ -117,7 +117,7 @@ class SelfModifyingTitans(nn.Module):
     def _conv(self, x: Tensor, cache: Tensor) -> tuple[Tensor, Tensor]:
         """Causal depthwise conv over time, continuing from ``cache`` (the last ``conv_size - 1`` inputs):
         ``y_t = sum_i w_i * full_{t+i}`` as shifted products in the (batch, time, channel) layout, which
-        ``torch.compile`` fuses into one pass (a grouped ``conv1d`` was 4x slower there, 1.1x in eager)."""
+        ``torch.compile`` fuses into one pass (no transposes, no grouped ``conv1d``)."""
         full = torch.cat([cache, x], dim=1)
         T = x.shape[1]
         y = full[:, :T] * self.conv_weight[:, 0]

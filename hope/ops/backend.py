@@ -16,8 +16,8 @@ from hope.ops.dgd import dgd_memory_chunk, dgd_memory_naive, smt_kv_chunk, smt_k
 def _opaque(ops: SimpleNamespace) -> SimpleNamespace:
     """``ops`` hidden from ``torch.compile`` (``torch.compiler.disable``): a compiled block (``train.compile``)
     breaks its graph around each memory op instead of unrolling the op's loop over chunks (or tokens) into one
-    graph, which at titans-tiny, B=4, T=256 took 290 s to compile (25 s this way) and does not finish in 10 minutes
-    at T=2048. The ops' per-chunk functions compile on their own with ``HOPE_COMPILE_CHUNKS=1``."""
+    graph that grows with the sequence (``tests/test_model.py::test_compiled_blocks_break_around_the_memory_ops``).
+    The ops' per-chunk functions compile on their own with ``HOPE_COMPILE_CHUNKS=1``."""
     return _opaque_table(tuple(vars(ops).items()))
 
 
