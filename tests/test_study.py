@@ -3,11 +3,11 @@
 import json
 import re
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from subprocess_helpers import run_command
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -20,9 +20,8 @@ import study_report  # noqa: E402
 def quick_study(tmp_path_factory):
     out = tmp_path_factory.mktemp("study")
     docs = out / "docs"
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study.py"), "--profile", "quick", "--out",
-                           str(out / "raw"), "--docs", str(docs), "--jobs", "2"], capture_output=True, text=True,
-                          cwd=ROOT, timeout=1500)
+    proc = run_command([sys.executable, str(ROOT / "benchmarks" / "study.py"), "--profile", "quick", "--out",
+                        str(out / "raw"), "--docs", str(docs), "--jobs", "2"], timeout=1500, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out / "raw", docs
 
@@ -125,8 +124,8 @@ def test_matched_budgets_follow_phase_one(quick_study):
 
 
 def test_unknown_phase_is_refused(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "study.py"), "--profile", "quick", "--out",
-                           str(tmp_path), "--phases", "lm,nope"], capture_output=True, text=True, cwd=ROOT)
+    proc = run_command([sys.executable, str(ROOT / "benchmarks" / "study.py"), "--profile", "quick", "--out",
+                        str(tmp_path), "--phases", "lm,nope"], timeout=300, cwd=ROOT)
     assert proc.returncode != 0 and "unknown phase 'nope'" in proc.stderr
 
 

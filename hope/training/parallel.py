@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import socket
 from collections.abc import Iterator
 
 import torch
@@ -43,9 +44,20 @@ def init_distributed(device: str = "auto") -> DistInfo:
         dev = torch.device("cuda", local_rank if dev.index is None else dev.index)
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
+        if dev.type == "cpu" and world == int(os.environ.get("LOCAL_WORLD_SIZE", "0")):
+            _gloo_over_loopback()
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", device_id=dev if dev.type == "cuda"
                                  else None)
     return DistInfo(rank, world, local_rank, dev)
+
+
+def _gloo_over_loopback() -> None:
+    """Every rank on this machine: gloo talks over the loopback interface unless GLOO_SOCKET_IFNAME says
+    otherwise, instead of binding whatever address the hostname resolves to (which depends on how the machine
+    is set up; a single-node group needs no other interface)."""
+    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
+    if loopback:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback[0])
 
 
 def destroy_distributed() -> None:

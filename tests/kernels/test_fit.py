@@ -5,10 +5,10 @@ flags on and all off; and the one-launch kernels fit an H100's shared memory at 
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 import pytest
+from subprocess_helpers import run_command
 
 triton = pytest.importorskip("triton")
 
@@ -20,8 +20,7 @@ def _fit(*args: str) -> list[str]:
     if not os.path.exists(os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")):
         pytest.skip("no bundled ptxas")
     env = dict(os.environ, TRITON_INTERPRET="0")
-    r = subprocess.run([sys.executable, "-m", "hope.kernels.fit", *args], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=900)
+    r = run_command([sys.executable, "-m", "hope.kernels.fit", *args], timeout=900, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout.splitlines()
 

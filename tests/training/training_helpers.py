@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 from pathlib import Path
+
+from subprocess_helpers import run_command
 
 REPO = Path(__file__).resolve().parents[2]
 OFFLINE = {"HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline"}
@@ -49,17 +50,7 @@ def run_train(args: list[str], torchrun: int = 0, timeout: float = 240,
                "--standalone", "train.py", *args]
     else:
         cmd = [sys.executable, "train.py", *args]
-    env = {**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1"}
-    # a session of its own, so a timeout ends torchrun's workers too
-    with subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          start_new_session=True) as p:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.communicate()
-            raise
-    proc = subprocess.CompletedProcess(cmd, p.returncode, out, err)
+    proc = run_command(cmd, timeout, cwd=REPO, env={**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1"})
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-5000:]}")
