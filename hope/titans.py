@@ -132,8 +132,12 @@ class SelfModifyingTitans(nn.Module):
             state = self.init_state(a.shape[0])
         ops = get_ops(self.backend, a.device)
         qkv, conv = self._conv(self.qkv(a), state.conv)
-        q, k, v = rearrange(F.silu(qkv), "b t (n h d) -> n b h t d", n=3, h=self.n_heads)
-        eta, alpha, beta = rearrange(torch.sigmoid(self.gates(a)), "b t (n h) -> n b h t", n=3)
+        # contiguous: separate tensors, not views of one (batch, time, 3, heads, dim) buffer. Compiled, the
+        # layout change fuses into the activation; views of one buffer leaving a compiled graph each get a
+        # full-size zero-filled gradient and a strided copy in the backward
+        q, k, v = (t.contiguous() for t in rearrange(F.silu(qkv), "b t (n h d) -> n b h t d", n=3, h=self.n_heads))
+        eta, alpha, beta = (t.contiguous() for t in rearrange(torch.sigmoid(self.gates(a)), "b t (n h) -> n b h t",
+                                                               n=3))
         kw = dict(dgd=self.dgd, momentum=self.momentum, act=self.memory_act, **self.rule)
         kv_state = None
         # the fast state and its updates run in fp32 whatever the autocast context (docs/semantics.md)
