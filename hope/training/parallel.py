@@ -51,13 +51,18 @@ def init_distributed(device: str = "auto") -> DistInfo:
     return DistInfo(rank, world, local_rank, dev)
 
 
+def loopback_interface() -> str | None:
+    """This machine's loopback network interface (``lo`` on Linux, ``lo0`` on macOS), or None."""
+    return next((name for _, name in socket.if_nameindex() if name in ("lo", "lo0")), None)
+
+
 def _gloo_over_loopback() -> None:
     """Every rank on this machine: gloo talks over the loopback interface unless GLOO_SOCKET_IFNAME says
     otherwise, instead of binding whatever address the hostname resolves to (which depends on how the machine
     is set up; a single-node group needs no other interface)."""
-    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
+    loopback = loopback_interface()
     if loopback:
-        os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback[0])
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", loopback)
 
 
 def destroy_distributed() -> None:

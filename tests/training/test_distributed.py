@@ -4,16 +4,15 @@ batch; an FSDP2 sharded checkpoint resumes in a single process."""
 from __future__ import annotations
 
 import math
-import os
-import socket
 import sys
 from pathlib import Path
 
 import pytest
 from subprocess_helpers import run_command
-from training_helpers import OFFLINE, losses, run_train, train_args
+from training_helpers import child_env, losses, run_train, train_args
 
 from hope.training.checkpoint import load_model
+from hope.training.parallel import loopback_interface
 
 STEPS = 4
 # global batch: 8 sequences per step, as 2 micro-batches (gradient accumulation) in both layouts
@@ -40,19 +39,19 @@ dist.destroy_process_group()
 def gloo_works(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Skip (with torch's own output as the reason) where two plain torch processes cannot form a gloo group
     over loopback on this machine: an environment without local networking, not a fault of this project."""
-    loopback = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
-    if not loopback:
+    loopback = loopback_interface()
+    if loopback is None:
         pytest.skip("no loopback interface (lo, lo0)")
     script = tmp_path_factory.mktemp("gloo") / "gloo_check.py"
     script.write_text(GLOO_CHECK)
-    env = {**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": loopback[0]}
     try:
         proc = run_command([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
-                            str(script)], timeout=120, env=env)
+                            str(script)], timeout=120, env={**child_env(), "GLOO_SOCKET_IFNAME": loopback})
+        failure = proc.stderr if proc.returncode else None
     except AssertionError as e:  # ran past its timeout
-        pytest.skip(f"torch's gloo group does not form on this machine: {str(e)[-1500:]}")
-    if proc.returncode != 0:
-        pytest.skip(f"torch's gloo group does not form on this machine: {proc.stderr[-1500:]}")
+        failure = str(e)
+    if failure is not None:
+        pytest.skip(f"torch's gloo group does not form on this machine: {failure[-1500:]}")
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from hope.training import parallel
 
-LOOPBACK = [name for _, name in socket.if_nameindex() if name in ("lo", "lo0")]
+LOOPBACK = parallel.loopback_interface()
 
 
 def _join(monkeypatch: pytest.MonkeyPatch, local_world: str) -> list[str]:
@@ -28,7 +26,7 @@ def test_single_node_gloo_uses_loopback(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("GLOO_SOCKET_IFNAME", "")  # recorded, so what init_distributed sets is undone after
     monkeypatch.delenv("GLOO_SOCKET_IFNAME")
     assert _join(monkeypatch, "2") == ["gloo"]
-    assert parallel.os.environ["GLOO_SOCKET_IFNAME"] == LOOPBACK[0]
+    assert parallel.os.environ["GLOO_SOCKET_IFNAME"] == LOOPBACK
 
 
 def test_an_explicit_interface_and_multi_node_groups_are_left_alone(monkeypatch: pytest.MonkeyPatch) -> None:

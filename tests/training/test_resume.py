@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -12,7 +11,7 @@ import time
 from pathlib import Path
 
 from safetensors.torch import load_file
-from training_helpers import OFFLINE, REPO, losses, run_train, train_args
+from training_helpers import REPO, child_env, losses, run_train, train_args
 
 STEPS = 8
 
@@ -31,7 +30,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bitwise_exact(tmp_path: Path, c
 
     kill_after = random.randint(2, STEPS - 2)
     print(f"killing after step {kill_after}")  # shown on failure
-    env = {**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1"}
+    env = child_env()
     cmd = [sys.executable, "train.py", *train_args(corpus, killed, *extra)]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 180

@@ -42,6 +42,11 @@ def train_args(corpus: Path, out_dir: Path, *extra: str) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
+def child_env() -> dict[str, str]:
+    """The environment of the scripts the tests run: this one, offline, one thread per process."""
+    return {**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1"}
+
+
 def run_train(args: list[str], torchrun: int = 0, timeout: float = 240,
               check: bool = True) -> subprocess.CompletedProcess:
     """Run train.py in a subprocess (under torchrun with ``torchrun`` processes when > 0)."""
@@ -50,7 +55,7 @@ def run_train(args: list[str], torchrun: int = 0, timeout: float = 240,
                "--standalone", "train.py", *args]
     else:
         cmd = [sys.executable, "train.py", *args]
-    proc = run_command(cmd, timeout, cwd=REPO, env={**os.environ, **OFFLINE, "OMP_NUM_THREADS": "1"})
+    proc = run_command(cmd, timeout, cwd=REPO, env=child_env())
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-5000:]}")
