@@ -70,7 +70,8 @@ class SelfModifyingTitans(nn.Module):
         self.rule = dict(damping=damping, unit_target=unit_target, velocity_decay=velocity_decay)
         self.self_modifying, self.backend, self.conv_size = self_modifying, backend, conv_size
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
-        self.conv_weight = nn.Parameter(torch.empty(3 * dim, conv_size))
+        # (tap, channel): each tap's weights are one contiguous row, so the compiled conv vectorizes over channels
+        self.conv_weight = nn.Parameter(torch.empty(conv_size, 3 * dim))
         self.gates = nn.Linear(dim, 3 * n_heads)  # eta, alpha, beta per head
         self.mem_w1 = nn.Parameter(torch.empty(n_heads, d, h))
         self.mem_w2 = nn.Parameter(torch.empty(n_heads, h, d))
@@ -120,9 +121,9 @@ class SelfModifyingTitans(nn.Module):
         ``torch.compile`` fuses into one pass (no transposes, no grouped ``conv1d``)."""
         full = torch.cat([cache, x], dim=1)
         T = x.shape[1]
-        y = full[:, :T] * self.conv_weight[:, 0]
+        y = full[:, :T] * self.conv_weight[0]
         for i in range(1, self.conv_size):
-            y = y + full[:, i:i + T] * self.conv_weight[:, i]
+            y = y + full[:, i:i + T] * self.conv_weight[i]
         return y, full[:, full.shape[1] - (self.conv_size - 1):]
 
     def forward(self, a: Tensor, state: TitansState | None = None) -> tuple[Tensor, TitansState]:

@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from hope.ops.common import chunk_fn, l2norm
+from hope.ops.common import chunk_fn, l2norm, unchecked_call
 from hope.ops.dgd.common import (
     Flags,
     MemoryState,
@@ -255,8 +255,9 @@ class DGDChunks(torch.autograd.Function):
             for j, chunk in enumerate(chunks):
                 starts.append(state[2:])  # the incoming velocities (for beta's gradient)
                 hints = _hints(chunk, derive)
-                out, state, last, s = chunk_forward(f, derive, step, state, anchors if j == 0 else None, chunk,
-                                                    betas[j], hints)
+                with unchecked_call(j >= 2):  # the first two calls check every guard
+                    out, state, last, s = chunk_forward(f, derive, step, state, anchors if j == 0 else None, chunk,
+                                                        betas[j], hints)
                 outs.append(out)
                 saved.append(s)
             outs = [torch.stack(o, -3) for o in zip(*outs)]
@@ -293,9 +294,11 @@ class DGDChunks(torch.autograd.Function):
             chunk = ctx.chunks[j]
             g_last = (g_a1, g_a2) if j == n - 1 else zeros
             opens = not (j == 0 and ctx.cont)  # else the start weights, anchors and velocity are the inputs'
-            tok, g_eta, extra, g_state, g_beta, g_anchor = chunk_backward(
-                f, derive, step, _chunk_saved(ctx, j), chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2),
-                g_last, ctx.starts[j], ctx.betas[j], opens)
+            saved = _chunk_saved(ctx, j)
+            with unchecked_call(1 <= j <= n - 3):  # the first chunk's inputs come from outside, as do the last's
+                tok, g_eta, extra, g_state, g_beta, g_anchor = chunk_backward(
+                    f, derive, step, saved, chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2), g_last,
+                    ctx.starts[j], ctx.betas[j], opens)
             g_w1, g_w2, g_v1, g_v2 = g_state
             for name, g in zip(_TOKEN, tok):
                 acc[name].append(g)
@@ -313,6 +316,28 @@ class DGDChunks(torch.autograd.Function):
         return (None, None, None, None, *out, beta, g_w1, g_w2, g_v1, g_v2, *g_anchor_in)
 
 
+def _prepare(derive: bool, uses_gates: bool, dgd: bool, size: int, lead: tuple[int, ...], x1, x2, q, eta, log_alpha,
+             beta) -> list[Tensor | None]:
+    """:class:`DGDChunks`' inputs from ``(x1, x2, q)`` and the gates: chunked (``size`` tokens), flattened over
+    ``lead`` and, for a step that reads them (``uses_gates``), with what does not depend on the memory state
+    computed for all chunks at once (compiled with the per-chunk functions: one fused graph and its backward)."""
+    x1, x2, q = (None if t is None else _chunked(t, size, -2) for t in (x1, x2, q))
+    eta, log_alpha, beta = (_chunked(t, size, -1) for t in (eta, log_alpha, beta))  # padding: no-op tokens
+    gates = ChunkGates.from_log_alpha(log_alpha) if uses_gates else None
+    eta_eff = tinv = read = None
+    if uses_gates and not derive:  # the hidden layer's input is the key: state independent
+        eta_eff = effective_eta(eta, x1, dgd)
+        if dgd:
+            tinv = unit_lower_inverse(eta_eff[..., :, None] * gates.strict * (x1 @ x1.transpose(-1, -2)))
+        read = gates.causal * (q @ x1.transpose(-1, -2))
+    fields = [None] * 6 if gates is None else [gates.eg, gates.egp, gates.eend, gates.elast, gates.strict,
+                                               gates.causal]
+    la = None if uses_gates else log_alpha
+    vec = [_flat(t, lead, 2) for t in (eta, la, eta_eff, *fields[:4])]
+    mat = [_flat(t, lead, 3) for t in (*fields[4:], tinv, read)]
+    return [*(_flat(t, lead, 3) for t in (x1, x2, q)), *vec, *mat, _flat(beta[..., 0], lead, 1)]
+
+
 def _run(derive: bool, x1, x2, q, eta, log_alpha, beta, state: MemoryState, lead, chunk_size: int, f: Flags,
          step: ChunkStep):
     """Chunk, precompute and flatten the inputs, run :class:`DGDChunks` and unflatten its results.
@@ -324,24 +349,10 @@ def _run(derive: bool, x1, x2, q, eta, log_alpha, beta, state: MemoryState, lead
     cont = state.offset > 0
     assert not cont or state.offset + T <= chunk_size, "a continued chunk is run on its own"
     size = T if cont or T <= chunk_size else chunk_size
-    x1, x2, q = (None if t is None else _chunked(t, size, -2) for t in (x1, x2, q))
-    eta, log_alpha, beta = (_chunked(t, size, -1) for t in (eta, log_alpha, beta))  # padding: no-op tokens
-    uses_gates = step.uses_gates
-    gates = ChunkGates.from_log_alpha(log_alpha) if uses_gates else None
-    eta_eff = tinv = read = None
-    if uses_gates and not derive:  # the hidden layer's input is the key: state independent
-        eta_eff = effective_eta(eta, x1, f.dgd)
-        if f.dgd:
-            tinv = unit_lower_inverse(eta_eff[..., :, None] * gates.strict * (x1 @ x1.transpose(-1, -2)))
-        read = gates.causal * (q @ x1.transpose(-1, -2))
-    fields = [None] * 6 if gates is None else [gates.eg, gates.egp, gates.eend, gates.elast, gates.strict,
-                                               gates.causal]
-    la = None if uses_gates else log_alpha
-    vec = [_flat(t, lead, 2) for t in (eta, la, eta_eff, *fields[:4])]
-    mat = [_flat(t, lead, 3) for t in (*fields[4:], tinv, read)]
+    prepare = _compiled_if_torch(_prepare, step)
+    inputs = prepare(derive, step.uses_gates, f.dgd, size, lead, x1, x2, q, eta, log_alpha, beta)
     anchors = (state.a1, state.a2) if cont else (None, None)
-    res = DGDChunks.apply(f, derive, cont, step, *(_flat(t, lead, 3) for t in (x1, x2, q)), *vec, *mat,
-                          _flat(beta[..., 0], lead, 1),
+    res = DGDChunks.apply(f, derive, cont, step, *inputs,
                           *(_flat(t, lead, 2) for t in (state.w1, state.w2, state.v1, state.v2, *anchors)))
     n_out = 2 if derive else 1
     st = list(res[n_out:]) + ([] if f.momentum else [None, None])

@@ -17,7 +17,6 @@ Per-token reads ``W_t x_t`` are then a masked ``(X U^T)`` product, the dual form
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import torch
 from torch import Tensor
@@ -25,10 +24,10 @@ from torch import Tensor
 from hope.ops.dgd.vjp import GatedStepCache
 
 
-@functools.lru_cache(maxsize=64)
-def _tril_mask(n: int, diagonal: int, device: torch.device) -> Tensor:
-    """Boolean lower-triangular ``(n, n)`` mask (cached: the chunk loop asks for the same few sizes)."""
-    return torch.ones(n, n, dtype=torch.bool, device=device).tril(diagonal)
+def _above(n: int, diagonal: int, device: torch.device) -> Tensor:
+    """Boolean ``(n, n)`` mask of the entries above the ``diagonal``-th diagonal (those a causal product drops)."""
+    i = torch.arange(n, device=device)
+    return i[None, :] > i[:, None] + diagonal
 
 
 @dataclasses.dataclass
@@ -53,8 +52,8 @@ class ChunkGates:
         g = torch.cumsum(log_alpha, dim=-1)
         gp = g - log_alpha
         gl = g[..., -1:]
-        strict = (gp[..., :, None] - g[..., None, :]).masked_fill(~_tril_mask(n, -1, g.device), float("-inf"))
-        causal = (g[..., :, None] - g[..., None, :]).masked_fill(~_tril_mask(n, 0, g.device), float("-inf"))
+        strict = (gp[..., :, None] - g[..., None, :]).masked_fill(_above(n, -1, g.device), float("-inf"))
+        causal = (g[..., :, None] - g[..., None, :]).masked_fill(_above(n, 0, g.device), float("-inf"))
         return cls(g.exp(), gp.exp(), (gl - g).exp(), gl.exp(), strict.exp(), causal.exp())
 
 
