@@ -29,13 +29,13 @@ def chunk_fn(fn):
     return _compiled(fn) if os.environ.get(COMPILE_ENV) == "1" else fn
 
 
-def unchecked_call(repeat: bool):
-    """The context of one call of a :func:`chunk_fn` function in a chunk loop: with ``repeat`` (the call's inputs
-    have the shapes, strides and types of an earlier call of the same loop that ran with every guard, e.g. the
-    third and later chunks, whose state comes out of the same graph) and ``HOPE_COMPILE_CHUNKS=1``, Dynamo skips
-    the guards that do not tell its cached graphs apart (``skip_guard_eval_unsafe``, about 50 us per call at the
-    tiny presets); else nothing changes."""
-    if repeat and os.environ.get(COMPILE_ENV) == "1":
+def unchecked_call(calls_before: int, outside_inputs: bool = False):
+    """The context of one call of a :func:`chunk_fn` function in a chunk loop, ``calls_before`` calls into the loop.
+    The first two calls, and one whose inputs come from outside the loop (``outside_inputs``: the first chunk's
+    start state in a backward), check every guard; the others get inputs out of the same graph as the call before,
+    with its shapes, strides and types, and with ``HOPE_COMPILE_CHUNKS=1`` Dynamo checks only the guards that tell
+    its cached graphs apart (``skip_guard_eval_unsafe``, about 0.1 ms per chunk at the tiny presets)."""
+    if calls_before >= 2 and not outside_inputs and os.environ.get(COMPILE_ENV) == "1":
         return torch.compiler.set_stance(skip_guard_eval_unsafe=True)
     return contextlib.nullcontext()
 

@@ -93,7 +93,7 @@ class LevelChunks(torch.autograd.Function):
         step = chunk_fn(_level_chunk)
         for j, (rj, vj) in enumerate(zip(rows.unbind(1), values.unbind(1))):
             starts.append((w_in, w_out))
-            with unchecked_call(j >= 2):  # the first two calls check every guard
+            with unchecked_call(j):
                 y, w_in, w_out, s = step(w_in, w_out, rj, vj, eta, first_order)
             ys.append(y)
             saved.append(s)
@@ -110,8 +110,7 @@ class LevelChunks(torch.autograd.Function):
         n = len(ctx.saved)
         for j in reversed(range(n)):
             w_in, w_out = ctx.starts[j]
-            with unchecked_call(1 <= j <= n - 3):  # the first chunk's start weights come from outside, as do the
-                # last's cotangents
+            with unchecked_call(n - 1 - j, outside_inputs=j == 0):
                 gr, gv, ge, g_win, g_wout = vjp(w_in, w_out, ctx.rows[j], ctx.eta, ctx.saved[j], g_y[:, j], g_win,
                                                 g_wout)
             g_rows.append(gr)

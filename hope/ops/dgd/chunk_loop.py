@@ -255,7 +255,7 @@ class DGDChunks(torch.autograd.Function):
             for j, chunk in enumerate(chunks):
                 starts.append(state[2:])  # the incoming velocities (for beta's gradient)
                 hints = _hints(chunk, derive)
-                with unchecked_call(j >= 2):  # the first two calls check every guard
+                with unchecked_call(j):
                     out, state, last, s = chunk_forward(f, derive, step, state, anchors if j == 0 else None, chunk,
                                                         betas[j], hints)
                 outs.append(out)
@@ -295,7 +295,7 @@ class DGDChunks(torch.autograd.Function):
             g_last = (g_a1, g_a2) if j == n - 1 else zeros
             opens = not (j == 0 and ctx.cont)  # else the start weights, anchors and velocity are the inputs'
             saved = _chunk_saved(ctx, j)
-            with unchecked_call(1 <= j <= n - 3):  # the first chunk's inputs come from outside, as do the last's
+            with unchecked_call(n - 1 - j, outside_inputs=j == 0):
                 tok, g_eta, extra, g_state, g_beta, g_anchor = chunk_backward(
                     f, derive, step, saved, chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2), g_last,
                     ctx.starts[j], ctx.betas[j], opens)
