@@ -72,7 +72,7 @@ def memory_chunk_flops(n: int, d: int, h: int, *, dgd: bool = True, self_target:
     pre = Flops(nnd, 2 * nnd)  # q k^T for all chunks before the loop
     if dgd:
         fwd += _mm(n, h, 1) + nnh + nnh + _solve(n, n) + nnd  # damping, T^-1 R, U U^T, inverse, T_1^-1 R_1
-        bwd += 2 * m + nnd + nnd + nnh  # layer 1: W u terms, T_1^-T dC, dL/dL, dL/dU
+        bwd += 2 * m + nnd + nnd + 2 * nnh  # layer 1: W u terms, T_1^-T dC, dL/dL, dL/dU (L and L^T)
         bwd += 2 * m + 2 * nnh  # layer 2: W u terms, the gradients of T^-1 and R
         pre += Flops(nnd + _solve(n, n), 2 * nnd + _solve(n, n) + _mm(n, n, n))  # k k^T and T^-1 = (I + L)^-1
     if self_target:
@@ -89,7 +89,7 @@ def kv_chunk_flops(n: int, d: int, h: int, *, dgd: bool = True) -> Flops:
     bwd = 4 * m + 6 * m + 8 * m  # both end states, inner_grads, both memory reads
     if dgd:
         fwd += _mm(n, h, 1) + nnd + nnh + 2 * _solve(n, n) + nnh + nnd  # damping, U U^T, inverses, T^-1 R
-        bwd += 4 * m + nnd + nnh + 2 * nnd + 2 * nnh  # W u terms, T^-T dC, dL/dL, dL/dU
+        bwd += 4 * m + nnd + nnh + 2 * nnd + 2 * nnh + nnd + nnh  # W u terms, T^-T dC, dL/dL, dL/dU (L, L^T)
     return Flops(fwd, bwd)
 
 

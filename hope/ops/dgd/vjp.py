@@ -124,6 +124,7 @@ def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y:
     g_gates["eend"] = (c * ugw).sum(-1)
     # the terms of the cotangents of W (as a^T b), U and X, each summed in one product at the end
     w_terms, u_terms, x_terms = [], [(c * gates.eend[..., None], g_wend)], []
+    ut_terms = []  # terms a^T b of U's cotangent, summed in a product of a transposed left factor (no copy)
     if g_steps is not None:
         g_c = g_c + u @ g_steps.transpose(-1, -2)
         u_terms.append((c, g_steps))
@@ -141,7 +142,7 @@ def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y:
             g_gates["causal"] = g_rd * cache.xu
             g_xu = g_rd * gates.causal
             x_terms.append((g_xu, u))
-            u_terms.append((g_xu.transpose(-1, -2), cache.x))
+            ut_terms.append((g_xu, cache.x))
     if dgd:
         if cache.tinv is not None:
             g_tinv = g_c @ cache.rhs.transpose(-1, -2)
@@ -152,7 +153,8 @@ def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y:
             g_uu = g_lower * eta[..., None] * gates.strict
             g_gates["strict"] = g_lower * eta[..., None] * cache.uu
             g_eta = (g_lower * gates.strict * cache.uu).sum(-1)
-            u_terms.append((g_uu + g_uu.transpose(-1, -2), u))
+            u_terms.append((g_uu, u))
+            ut_terms.append((g_uu, u))
         g_egp_eta = -(g_rhs * cache.uw).sum(-1)
         g_gates["egp"] = g_egp_eta * eta
         g_eta = g_egp_eta * gates.egp if cache.tinv is not None else g_eta + g_egp_eta * gates.egp
@@ -166,6 +168,8 @@ def gated_step_vjp(cache: GatedStepCache, gates, dgd: bool, g_wend: Tensor, g_y:
     if w_terms:
         g_w = g_w + sum_of_products(w_terms, left_transposed=True)
     g_u = sum_of_products(u_terms)
+    if ut_terms:
+        g_u = g_u + sum_of_products(ut_terms, left_transposed=True)
     if x_terms:
         g_x = sum_of_products(x_terms)
     g_e = -eta[..., None] * g_gd
