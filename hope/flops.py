@@ -24,6 +24,7 @@ import dataclasses
 import math
 
 from hope.config import HopeConfig, fast_state_bytes
+from hope.ops.dgd.linear import INVERSE_BLOCKED_ABOVE, INVERSE_LEAF
 
 
 @dataclasses.dataclass
@@ -60,6 +61,19 @@ def _solve(n: int, k: int) -> float:
     return float(n * n * k)
 
 
+def _inverse(n: int) -> float:
+    """:func:`hope.ops.dgd.linear.unit_lower_inverse` of an ``n x n`` system in a step: one solve with ``n``
+    right-hand sides, or by blocks above ``INVERSE_BLOCKED_ABOVE`` rows (two products per split)."""
+    return _solve(n, n) if n <= INVERSE_BLOCKED_ABOVE else _blocked_inverse(n)
+
+
+def _blocked_inverse(n: int) -> float:
+    if n <= INVERSE_LEAF:
+        return _solve(n, n)
+    h = n // 2
+    return _blocked_inverse(h) + _blocked_inverse(n - h) + _mm(n - h, h, h) + _mm(n - h, h, n - h)
+
+
 def memory_chunk_flops(n: int, d: int, h: int, *, dgd: bool = True, self_target: bool = True) -> Flops:
     """The main memory over one chunk of ``n`` tokens for one head (``d`` head width, ``h`` hidden width):
     :func:`hope.ops.dgd.chunk_loop.memory_chunks`, the products it computes before the loop included."""
@@ -71,7 +85,7 @@ def memory_chunk_flops(n: int, d: int, h: int, *, dgd: bool = True, self_target:
     bwd += 4 * m + 2 * nnh  # layer 2 (input k; masked q k^T given)
     pre = Flops(nnd, 2 * nnd)  # q k^T for all chunks before the loop
     if dgd:
-        fwd += _mm(n, h, 1) + nnh + nnh + _solve(n, n) + nnd  # damping, T^-1 R, U U^T, inverse, T_1^-1 R_1
+        fwd += _mm(n, h, 1) + nnh + nnh + _inverse(n) + nnd  # damping, T^-1 R, U U^T, inverse, T_1^-1 R_1
         bwd += 2 * m + nnd + nnd + 2 * nnh  # layer 1: W u terms, T_1^-T dC, dL/dL, dL/dU (L and L^T)
         bwd += 2 * m + 2 * nnh  # layer 2: W u terms, the gradients of T^-1 and R
         pre += Flops(nnd + _solve(n, n), 2 * nnd + _solve(n, n) + _mm(n, n, n))  # k k^T and T^-1 = (I + L)^-1
@@ -88,7 +102,7 @@ def kv_chunk_flops(n: int, d: int, h: int, *, dgd: bool = True) -> Flops:
     fwd = 2 * m + 2 * m + 3 * m + 2 * m  # M_0(input), M_0(v), inner_grads, both end states
     bwd = 4 * m + 6 * m + 8 * m  # both end states, inner_grads, both memory reads
     if dgd:
-        fwd += _mm(n, h, 1) + nnd + nnh + 2 * _solve(n, n) + nnh + nnd  # damping, U U^T, inverses, T^-1 R
+        fwd += _mm(n, h, 1) + nnd + nnh + 2 * _inverse(n) + nnh + nnd  # damping, U U^T, inverses, T^-1 R
         bwd += 4 * m + nnd + nnh + 2 * nnd + 2 * nnh + nnd + nnh  # W u terms, T^-T dC, dL/dL, dL/dU (L, L^T)
     return Flops(fwd, bwd)
 

@@ -7,6 +7,7 @@ import torch
 
 from hope.ops.dgd import MemoryState, dgd_memory_chunk, dgd_memory_naive, smt_kv_chunk, smt_kv_naive
 from hope.ops.dgd.common import l2norm
+from hope.ops.dgd.linear import unit_lower_inverse
 
 B, H, D, HID = 2, 2, 6, 5
 
@@ -62,7 +63,7 @@ def grads(loss, inp):
 
 
 @pytest.mark.parametrize("T", [1, 7, 63, 130])
-@pytest.mark.parametrize("chunk", [1, 5, 16])
+@pytest.mark.parametrize("chunk", [1, 5, 16, 40])  # 40: steps invert their systems by blocks (above 32 rows)
 @pytest.mark.parametrize("dgd", [True, False])
 @pytest.mark.parametrize("momentum", [True, False])
 def test_dgd_memory_chunk_matches_naive(T, chunk, dgd, momentum):
@@ -78,7 +79,7 @@ def test_dgd_memory_chunk_matches_naive(T, chunk, dgd, momentum):
 
 
 @pytest.mark.parametrize("T", [1, 7, 63, 130])
-@pytest.mark.parametrize("chunk", [4, 16])
+@pytest.mark.parametrize("chunk", [4, 16, 40])
 @pytest.mark.parametrize("dgd,momentum", [(True, True), (False, False), (True, False)])
 def test_smt_kv_chunk_matches_naive(T, chunk, dgd, momentum):
     inp = make_inputs(T, n_mem=2, dgd=dgd)
@@ -134,6 +135,18 @@ def test_chunk_gradcheck_float64(dgd, momentum):
             return run(op, dict(zip(names, args)), 3, dgd, momentum, anchors=True)[0]
 
         assert torch.autograd.gradcheck(f, tuple(inp.values()), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [33, 45, 64, 100])
+def test_blocked_inverse_is_the_inverse(n):
+    """Above 32 rows the steps' ``(I + L)^-1`` is built by blocks; it equals the triangular solve's."""
+    lower = (0.3 * torch.randn(3, n, n, dtype=torch.float64)).tril(-1)
+    inv = unit_lower_inverse(lower)
+    eye = torch.eye(n, dtype=torch.float64)
+    torch.testing.assert_close((eye + lower) @ inv, eye.expand(3, n, n), rtol=0, atol=1e-12)
+    torch.testing.assert_close(inv, unit_lower_inverse(lower, blocked=False), rtol=0, atol=1e-12)
+    assert torch.equal(inv.triu(1), torch.zeros_like(inv)) and torch.equal(inv.diagonal(dim1=-2, dim2=-1),
+                                                                         torch.ones(3, n, dtype=torch.float64))
 
 
 def test_chunk_loop_frees_its_graph():

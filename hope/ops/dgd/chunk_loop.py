@@ -328,7 +328,9 @@ def _prepare(derive: bool, uses_gates: bool, dgd: bool, size: int, lead: tuple[i
     if uses_gates and not derive:  # the hidden layer's input is the key: state independent
         eta_eff = effective_eta(eta, x1, dgd)
         if dgd:
-            tinv = unit_lower_inverse(eta_eff[..., :, None] * gates.strict * (x1 @ x1.transpose(-1, -2)))
+            # one solve for all chunks under autograd (by blocks only in the steps, whose VJP is hand-written)
+            lower = eta_eff[..., :, None] * gates.strict * (x1 @ x1.transpose(-1, -2))
+            tinv = unit_lower_inverse(lower, blocked=False)
         read = gates.causal * (q @ x1.transpose(-1, -2))
     fields = [None] * 6 if gates is None else [gates.eg, gates.egp, gates.eend, gates.elast, gates.strict,
                                                gates.causal]
