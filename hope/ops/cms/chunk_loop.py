@@ -19,7 +19,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from hope.ops.cms.common import assoc_grad_terms, fused_swiglu
-from hope.ops.common import chunk_fn, silu_grad, silu_grad2, unchecked_call
+from hope.ops.common import ChunkCalls, chunk_fn, silu_grad, silu_grad2
 
 
 def _level_chunk(w_in: Tensor, w_out: Tensor, rows: Tensor, v: Tensor, eta: Tensor, first_order: bool = False):
@@ -91,12 +91,13 @@ class LevelChunks(torch.autograd.Function):
     def forward(ctx, first_order, rows, values, eta, w_in, w_out):
         ys, starts, saved = [], [], []
         step = chunk_fn(_level_chunk)
-        for j, (rj, vj) in enumerate(zip(rows.unbind(1), values.unbind(1))):
-            starts.append((w_in, w_out))
-            with unchecked_call(j):
+        with ChunkCalls() as calls:
+            for j, (rj, vj) in enumerate(zip(rows.unbind(1), values.unbind(1))):
+                starts.append((w_in, w_out))
+                calls.before(j)
                 y, w_in, w_out, s = step(w_in, w_out, rj, vj, eta, first_order)
-            ys.append(y)
-            saved.append(s)
+                ys.append(y)
+                saved.append(s)
         ctx.first_order = first_order
         ctx.starts, ctx.saved, ctx.rows, ctx.eta = starts, saved, rows.unbind(1), eta
         ctx.shapes = (starts[0][0].shape, starts[0][1].shape)
@@ -108,14 +109,15 @@ class LevelChunks(torch.autograd.Function):
         g_rows, g_v, g_eta = [], [], 0
         vjp = chunk_fn(_level_chunk_vjp_first_order if ctx.first_order else _level_chunk_vjp)
         n = len(ctx.saved)
-        for j in reversed(range(n)):
-            w_in, w_out = ctx.starts[j]
-            with unchecked_call(n - 1 - j, outside_inputs=j == 0):
+        with ChunkCalls() as calls:
+            for j in reversed(range(n)):
+                w_in, w_out = ctx.starts[j]
+                calls.before(n - 1 - j, outside_inputs=j == 0)
                 gr, gv, ge, g_win, g_wout = vjp(w_in, w_out, ctx.rows[j], ctx.eta, ctx.saved[j], g_y[:, j], g_win,
                                                 g_wout)
-            g_rows.append(gr)
-            g_v.append(gv)
-            g_eta = g_eta + ge
+                g_rows.append(gr)
+                g_v.append(gv)
+                g_eta = g_eta + ge
         stack = lambda parts: None if parts[0] is None else torch.stack(parts[::-1], 1)  # noqa: E731
         return (None, stack(g_rows), stack(g_v), g_eta.reshape(ctx.eta.shape), g_win.sum_to_size(ctx.shapes[0]),
                 g_wout.sum_to_size(ctx.shapes[1]))

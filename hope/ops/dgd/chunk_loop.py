@@ -37,7 +37,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
-from hope.ops.common import chunk_fn, l2norm, unchecked_call
+from hope.ops.common import ChunkCalls, chunk_fn, l2norm
 from hope.ops.dgd.common import (
     Flags,
     MemoryState,
@@ -252,14 +252,15 @@ class DGDChunks(torch.autograd.Function):
         if r is None:
             state, starts, saved, outs = (w1, w2, v1, v2), [], [], []
             chunk_forward = _compiled_if_torch(_chunk_forward, step)
-            for j, chunk in enumerate(chunks):
-                starts.append(state[2:])  # the incoming velocities (for beta's gradient)
-                hints = _hints(chunk, derive)
-                with unchecked_call(j):
+            with ChunkCalls() as calls:
+                for j, chunk in enumerate(chunks):
+                    starts.append(state[2:])  # the incoming velocities (for beta's gradient)
+                    hints = _hints(chunk, derive)
+                    calls.before(j)
                     out, state, last, s = chunk_forward(f, derive, step, state, anchors if j == 0 else None, chunk,
                                                         betas[j], hints)
-                outs.append(out)
-                saved.append(s)
+                    outs.append(out)
+                    saved.append(s)
             outs = [torch.stack(o, -3) for o in zip(*outs)]
         else:  # one call over all chunks; the backward recomputes each chunk from its start state
             outs, state, last, saved = r.outs, r.end, r.anchors, None
@@ -290,24 +291,25 @@ class DGDChunks(torch.autograd.Function):
         g_anchor_in = (None, None)
         chunk_backward = _compiled_if_torch(_chunk_backward_opened, step)
         zeros = (torch.zeros_like(g_a1), torch.zeros_like(g_a2))  # (autograd materializes unused outputs' zeros)
-        for j in reversed(range(n)):
-            chunk = ctx.chunks[j]
-            g_last = (g_a1, g_a2) if j == n - 1 else zeros
-            opens = not (j == 0 and ctx.cont)  # else the start weights, anchors and velocity are the inputs'
-            saved = _chunk_saved(ctx, j)
-            with unchecked_call(n - 1 - j, outside_inputs=j == 0):
+        with ChunkCalls() as calls:
+            for j in reversed(range(n)):
+                chunk = ctx.chunks[j]
+                g_last = (g_a1, g_a2) if j == n - 1 else zeros
+                opens = not (j == 0 and ctx.cont)  # else the start weights, anchors and velocity are the inputs'
+                saved = _chunk_saved(ctx, j)
+                calls.before(n - 1 - j, outside_inputs=j == 0)
                 tok, g_eta, extra, g_state, g_beta, g_anchor = chunk_backward(
                     f, derive, step, saved, chunk["x1"], [g[j] for g in g_outs], (g_w1, g_w2, g_v1, g_v2), g_last,
                     ctx.starts[j], ctx.betas[j], opens)
-            g_w1, g_w2, g_v1, g_v2 = g_state
-            for name, g in zip(_TOKEN, tok):
-                acc[name].append(g)
-            acc["eta"].append(g_eta)
-            for name in ("log_alpha", "eta_eff", *_GATE_FIELDS, "tinv", "read"):
-                acc[name].append(extra.get(name))
-            acc["beta"].append(g_beta)
-            if not opens:
-                g_anchor_in = g_anchor
+                g_w1, g_w2, g_v1, g_v2 = g_state
+                for name, g in zip(_TOKEN, tok):
+                    acc[name].append(g)
+                acc["eta"].append(g_eta)
+                for name in ("log_alpha", "eta_eff", *_GATE_FIELDS, "tinv", "read"):
+                    acc[name].append(extra.get(name))
+                acc["beta"].append(g_beta)
+                if not opens:
+                    g_anchor_in = g_anchor
         out = []
         for name in ctx.given:
             dim = -3 if name in _TOKEN + _MATRIX else -2
