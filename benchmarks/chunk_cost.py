@@ -6,6 +6,7 @@ graphs' calls and guards, a few dozen small products and fused kernels per chunk
     python benchmarks/chunk_cost.py                       # titans-tiny's main memory and tiny's key/value memories
     python benchmarks/chunk_cost.py --threads 2 --steps 7
     python benchmarks/chunk_cost.py --profile     # torch.profiler of the compiled titans-tiny op, by kernel
+    python benchmarks/chunk_cost.py --inverse     # a step's (I + L)^-1: triangular solve against blocks
 
 Random inputs at B=4, T=2048 (the ``benchmarks/flops.py`` shape); the variants take turns step by step and each
 figure is a median, so load from other processes hits them alike. The achieved rate counts the analytic FLOPs of
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from hope import HopeConfig
 from hope.flops import kv_chunk_flops, memory_chunk_flops
 from hope.ops.common import COMPILE_ENV
+from hope.ops.dgd import linear
 from hope.ops.dgd.chunk import dgd_memory_chunk, smt_kv_chunk
 from hope.ops.dgd.common import MemoryState
 
@@ -75,6 +77,27 @@ def profile(args) -> None:
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=80, max_name_column_width=60))
 
 
+def inverse(args) -> None:
+    """Compiled ``(I + L)^-1`` of a step's systems, by one triangular solve and by blocks at every size (what
+    :func:`hope.ops.dgd.linear.unit_lower_inverse` does above ``INVERSE_BLOCKED_ABOVE`` rows); the two take
+    turns, medians of ``100 x steps`` calls."""
+    print("| systems x rows | solve ms | by blocks ms |")
+    print("|---|---|---|")
+    for batch, n in ((16, 16), (16, 32), (32, 64), (32, 128)):
+        lower = (0.3 * torch.randn(batch, n, n)).tril(-1)
+        fns = [torch.compile(fn, dynamic=False, options={"cpp_wrapper": True})
+               for fn in (lambda x: linear.unit_lower_inverse(x, blocked=False), linear._blocked_inverse)]
+        times = [[], []]
+        for i in range(100 * args.steps + 10):
+            for fn, ts in zip(fns, times):
+                t = time.perf_counter()
+                fn(lower)
+                if i >= 10:
+                    ts.append(time.perf_counter() - t)
+        solve, blocks = (1e3 * statistics.median(ts) for ts in times)
+        print(f"| {batch} x {n} | {solve:.3f} | {blocks:.3f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=4)
@@ -83,10 +106,15 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--profile", action="store_true", help="profile one compiled call of titans-tiny's main memory, "
                    "with Inductor's kernels named, instead of timing")
+    p.add_argument("--inverse", action="store_true", help="time a step's (I + L)^-1 by a triangular solve and by "
+                   "blocks, compiled, instead")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.profile:
         profile(args)
+        return
+    if args.inverse:
+        inverse(args)
         return
     runs = []  # (label, head size, chunk, FLOPs of one call, compiled, op)
     for preset, kind in (("titans-tiny", "memory"), ("tiny", "memory"), ("tiny", "kv")):

@@ -69,9 +69,9 @@ INVERSE_BLOCKED_ABOVE, INVERSE_LEAF = 32, 16
 def unit_lower_inverse(lower: Tensor, blocked: bool = True) -> Tensor:
     """``(I + L)^-1`` for strictly lower-triangular ``L (..., n, n)`` (the UT/WY system of a chunk).
 
-    A triangular solve with ``n`` right-hand sides runs far below the matmul rate on the CPU (0.7 ms for 32
-    systems of 64 rows, compiled, against 0.34 ms by blocks), so above ``INVERSE_BLOCKED_ABOVE`` rows (and
-    ``blocked``) the inverse is built from the inverses of the diagonal halves,
+    A triangular solve with ``n`` right-hand sides runs far below the matmul rate on the CPU (``python
+    benchmarks/chunk_cost.py --inverse``: 32 systems of 64 rows in 0.74 ms compiled, 0.36 ms by blocks), so above
+    ``INVERSE_BLOCKED_ABOVE`` rows (and ``blocked``) the inverse is built from the inverses of the diagonal halves,
     ``[[A, 0], [C, D]]^-1 = [[A^-1, 0], [-D^-1 C A^-1, D^-1]]``, halving down to ``INVERSE_LEAF`` rows."""
     n = lower.shape[-1]
     if blocked and n > INVERSE_BLOCKED_ABOVE:
