@@ -22,10 +22,20 @@ def _compiled(fn):
     return torch.compile(fn, dynamic=False, options={"cpp_wrapper": True})
 
 
+#: graphs one compiled chunk function may keep (at least): one per input shape and flag combination, so a process
+#: that runs several presets or batch shapes passes Dynamo's default ``recompile_limit`` of 8 per function. Past
+#: the limit Dynamo runs the function eagerly, and a loop whose calls skip the guards (:class:`ChunkCalls`) fails.
+CHUNK_GRAPHS = 64
+
+
 def chunk_fn(fn):
     """``fn``, or its ``torch.compile`` d version when ``HOPE_COMPILE_CHUNKS=1`` (read at each call; compiled with
-    Inductor's C++ wrapper, cached per shape)."""
-    return _compiled(fn) if os.environ.get(COMPILE_ENV) == "1" else fn
+    Inductor's C++ wrapper, cached per shape; Dynamo's ``recompile_limit`` is raised to ``CHUNK_GRAPHS``)."""
+    if os.environ.get(COMPILE_ENV) != "1":
+        return fn
+    if torch._dynamo.config.recompile_limit < CHUNK_GRAPHS:
+        torch._dynamo.config.recompile_limit = CHUNK_GRAPHS
+    return _compiled(fn)
 
 
 class ChunkCalls:
