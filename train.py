@@ -24,6 +24,7 @@ import torch
 
 from hope.model import HopeLM
 from hope.training.checkpoint import list_checkpoints, load_checkpoint, resolve_checkpoint, save_checkpoint
+from hope.training.collector import GarbageCollection
 from hope.training.config import build_model_config, load_run_config
 from hope.training.data import build_loaders, eval_sequences, micro_batches
 from hope.training.evaluate import evaluate
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
     # -------------------------------------------------------------------- training loop
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
+    collector = GarbageCollection(cfg.gc_every)
     t_last = time.perf_counter()
     try:
         while step < cfg.max_steps:
@@ -164,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict:
                           f"({guard.bad_in_a_row} in a row, abort at {cfg.max_bad_steps})")
             optimizer.zero_grad(set_to_none=True)
             step, tokens_seen = n, tokens_seen + tokens_per_step
+            collector.step(step)
 
             now = time.perf_counter()
             metrics = {"loss": loss_val, "grad_norm": grad_norm, "lr": cfg.lr * lr_scale,
@@ -190,6 +193,8 @@ def main(argv: list[str] | None = None) -> dict:
         log.close()
         destroy_distributed()
         raise SystemExit(3) from None
+    finally:
+        collector.close()
 
     # -------------------------------------------------------------------- end of training
     final = checkpoint()

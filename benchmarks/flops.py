@@ -27,6 +27,8 @@ from hope import HopeConfig, HopeLM
 from hope.config import PRESETS
 from hope.flops import flops_per_token, memory_per_sequence, total_flops_per_token
 from hope.ops.common import COMPILE_ENV
+from hope.training.collector import GarbageCollection
+from hope.training.config import TrainConfig
 
 TINY = ["tiny", "titans-tiny", "hope-attention-tiny", "transformer-tiny"]
 GIB = 2**30
@@ -44,7 +46,8 @@ def matmul_seconds(n: int = 1024, reps: int = 10) -> float:
 def measure(configs: dict[str, HopeConfig], batch: int, seq_len: int, steps: int, warmup: int):
     """Median training-step seconds of each config and the median matmul peak (GFLOP/s), interleaved. A label
     ending in ``+ compile`` runs as ``train.compile=true`` does: each block through ``torch.compile`` and the
-    memory ops' per-chunk functions with ``HOPE_COMPILE_CHUNKS=1`` (the compilation falls in the warm-up)."""
+    memory ops' per-chunk functions with ``HOPE_COMPILE_CHUNKS=1`` (the compilation falls in the warm-up). Python's
+    garbage collector runs on train.py's schedule (``train.gc_every``), its collections between the rounds."""
     runs = []
     for label, cfg in configs.items():
         torch.manual_seed(0)
@@ -56,16 +59,18 @@ def measure(configs: dict[str, HopeConfig], batch: int, seq_len: int, steps: int
                      torch.randint(0, cfg.vocab_size, (batch, seq_len)), label.endswith("+ compile")))
     times, peaks = [[] for _ in runs], []
     matmul_seconds()
-    for i in range(warmup + steps):
-        for (model, opt, x, compiled), ts in zip(runs, times):
-            os.environ[COMPILE_ENV] = "1" if compiled else "0"
-            t = time.perf_counter()
-            model(x, labels=x).loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if i >= warmup:
-                ts.append(time.perf_counter() - t)
-        peaks.append(2 * 1024**3 / matmul_seconds() / 1e9)
+    with GarbageCollection(TrainConfig.gc_every) as collector:  # train.py's schedule
+        for i in range(warmup + steps):
+            for (model, opt, x, compiled), ts in zip(runs, times):
+                os.environ[COMPILE_ENV] = "1" if compiled else "0"
+                t = time.perf_counter()
+                model(x, labels=x).loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if i >= warmup:
+                    ts.append(time.perf_counter() - t)
+            peaks.append(2 * 1024**3 / matmul_seconds() / 1e9)
+            collector.step(i + 1)
     return [statistics.median(ts) for ts in times], statistics.median(peaks)
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from hope import HopeConfig, HopeLM
+from hope.training.collector import GarbageCollection
 from hope.training.config import TrainConfig
 from hope.training.data import PackedLoader, load_corpus
 from hope.training.optimizer import build_optimizer
@@ -29,17 +30,20 @@ from hope.training.tokenizer import ByteTokenizer
 
 def step_seconds(runs: list[tuple], steps: int, warmup: int = 1) -> list[list[float]]:
     """Seconds of each timed training step (forward, backward, optimizer) for each ``(model, optimizer,
-    next_batch)``; the models take turns step by step, so drifts in machine load hit them alike."""
+    next_batch)``; the models take turns step by step, so drifts in machine load hit them alike. Python's
+    garbage collector runs on train.py's schedule (``train.gc_every``), its collections between the rounds."""
     times: list[list[float]] = [[] for _ in runs]
-    for i in range(warmup + steps):
-        for (model, opt, next_batch), ts in zip(runs, times):
-            x = next_batch()
-            t = time.perf_counter()
-            model(x, labels=x).loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            if i >= warmup:
-                ts.append(time.perf_counter() - t)
+    with GarbageCollection(TrainConfig.gc_every) as collector:
+        for i in range(warmup + steps):
+            for (model, opt, next_batch), ts in zip(runs, times):
+                x = next_batch()
+                t = time.perf_counter()
+                model(x, labels=x).loss.backward()
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                if i >= warmup:
+                    ts.append(time.perf_counter() - t)
+            collector.step(i + 1)
     return times
 
 

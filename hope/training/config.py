@@ -62,6 +62,7 @@ class TrainConfig:
     parallel: str = "auto"  # auto: fsdp under torchrun with more than one process; none, ddp, fsdp
     seed: int = 0
     deterministic: bool = False  # torch.use_deterministic_algorithms (bitwise resume on CPU)
+    gc_every: int = 50  # Python's garbage collector: off in the steps, run every gc_every steps; 0: automatic
     # continual pretraining of a transformers model converted by hope.adapt (the model section is then unused)
     init_from: str = ""  # a save_pretrained folder written by `python -m hope.adapt convert` (or cmsify)
     # checkpoints
@@ -93,7 +94,7 @@ class TrainConfig:
             if int(getattr(self, name)) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         for name in ("batch_tokens", "warmup_steps", "ckpt_every", "keep_last", "eval_every", "val_tokens",
-                     "sample_tokens"):
+                     "sample_tokens", "gc_every"):
             if int(getattr(self, name)) < 0:
                 problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if not 0.0 <= self.val_fraction < 1.0:
