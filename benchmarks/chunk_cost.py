@@ -7,6 +7,7 @@ graphs' calls and guards, a few dozen small products and fused kernels per chunk
     python benchmarks/chunk_cost.py --threads 2 --steps 7
     python benchmarks/chunk_cost.py --profile     # torch.profiler of the compiled titans-tiny op, by kernel
     python benchmarks/chunk_cost.py --inverse     # a step's (I + L)^-1: triangular solve against blocks
+    python benchmarks/chunk_cost.py --chunk-sizes 8 16 32 64   # each op compiled at these chunk sizes
 
 Random inputs at B=4, T=2048 (the ``benchmarks/flops.py`` shape); the variants take turns step by step and each
 figure is a median, so load from other processes hits them alike. The achieved rate counts the analytic FLOPs of
@@ -98,6 +99,39 @@ def inverse(args) -> None:
         print(f"| {batch} x {n} | {solve:.3f} | {blocks:.3f} |")
 
 
+def chunk_sizes(args) -> None:
+    """Each op compiled at each of ``args.chunk_sizes`` (head size of its preset): time per token and the achieved
+    rate, the ops taking turns call by call. The chunk size is part of the model (the chunk's tokens all learn
+    from its start state), so this prices a choice; it does not make one."""
+    runs = []  # (label, chunk, FLOPs of one call, op)
+    for preset, kind in (("titans-tiny", "memory"), ("tiny", "memory"), ("tiny", "kv")):
+        cfg = HopeConfig.from_name(preset)
+        d, self_target = cfg.head_dim, cfg.mixer == "smt"
+        label = f"{preset} {'main memory' if kind == 'memory' else 'key/value memories'}"
+        for chunk in args.chunk_sizes:
+            flops = 2 * kv_chunk_flops(chunk, d, d).total if kind == "kv" else \
+                memory_chunk_flops(chunk, d, d, self_target=self_target).total
+            flops *= args.batch * cfg.n_heads * args.seq_len / chunk
+            runs.append((label, chunk, flops, make_op(kind, args.batch, cfg.n_heads, args.seq_len, d, chunk,
+                                                      self_target)))
+    os.environ[COMPILE_ENV] = "1"
+    times = [[] for _ in runs]
+    for i in range(args.steps + 2):
+        for (*_, run), ts in zip(runs, times):
+            t = time.perf_counter()
+            run()
+            if i >= 2:
+                ts.append(time.perf_counter() - t)
+    print(f"One op compiled, forward + backward, B={args.batch}, T={args.seq_len}, fp32, {torch.get_num_threads()} "
+          f"threads; median of {args.steps} calls")
+    print("| op | chunk | ms / chunk | us / token (all B x H memories) | GFLOP/s |")
+    print("|---|---|---|---|---|")
+    for (label, chunk, flops, _), ts in zip(runs, times):
+        sec = statistics.median(ts)
+        print(f"| {label} | {chunk} | {1e3 * sec * chunk / args.seq_len:.2f} | {1e6 * sec / args.seq_len:.1f} | "
+              f"{flops / sec / 1e9:.1f} |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch", type=int, default=4)
@@ -108,8 +142,13 @@ def main() -> None:
                    "with Inductor's kernels named, instead of timing")
     p.add_argument("--inverse", action="store_true", help="time a step's (I + L)^-1 by a triangular solve and by "
                    "blocks, compiled, instead")
+    p.add_argument("--chunk-sizes", type=int, nargs="+", metavar="C", help="time each op compiled at these chunk "
+                   "sizes instead")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.chunk_sizes:
+        chunk_sizes(args)
+        return
     if args.profile:
         profile(args)
         return
