@@ -21,6 +21,7 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +61,20 @@ def make_op(kind: str, batch: int, heads: int, seq_len: int, d: int, chunk: int,
         loss.backward()
 
     return run
+
+
+def call_seconds(ops: list[tuple[bool, Callable[[], None]]], steps: int) -> list[list[float]]:
+    """Seconds of ``steps`` calls of each ``(compiled, op)``, the ops taking turns call by call (``compiled``:
+    ``HOPE_COMPILE_CHUNKS`` for its calls); the first two rounds compile and warm up, untimed."""
+    times: list[list[float]] = [[] for _ in ops]
+    for i in range(steps + 2):
+        for (compiled, run), ts in zip(ops, times):
+            os.environ[COMPILE_ENV] = "1" if compiled else "0"
+            t = time.perf_counter()
+            run()
+            if i >= 2:
+                ts.append(time.perf_counter() - t)
+    return times
 
 
 def profile(args) -> None:
@@ -114,14 +129,7 @@ def chunk_sizes(args) -> None:
             flops *= args.batch * cfg.n_heads * args.seq_len / chunk
             runs.append((label, chunk, flops, make_op(kind, args.batch, cfg.n_heads, args.seq_len, d, chunk,
                                                       self_target)))
-    os.environ[COMPILE_ENV] = "1"
-    times = [[] for _ in runs]
-    for i in range(args.steps + 2):
-        for (*_, run), ts in zip(runs, times):
-            t = time.perf_counter()
-            run()
-            if i >= 2:
-                ts.append(time.perf_counter() - t)
+    times = call_seconds([(True, run) for *_, run in runs], args.steps)
     print(f"One op compiled, forward + backward, B={args.batch}, T={args.seq_len}, fp32, {torch.get_num_threads()} "
           f"threads; median of {args.steps} calls")
     print("| op | chunk | ms / chunk | us / token (all B x H memories) | GFLOP/s |")
@@ -170,14 +178,7 @@ def main() -> None:
             for compiled in (False, True):
                 op = make_op(kind, args.batch, cfg.n_heads, args.seq_len, d, chunk, self_target)
                 runs.append((label, d, chunk, flops, compiled, op))
-    times = [[] for _ in runs]
-    for i in range(args.steps + 2):  # the first two calls compile (HOPE_COMPILE_CHUNKS) and warm up
-        for (*_, compiled, run), ts in zip(runs, times):
-            os.environ[COMPILE_ENV] = "1" if compiled else "0"
-            t = time.perf_counter()
-            run()
-            if i >= 2:
-                ts.append(time.perf_counter() - t)
+    times = call_seconds([(compiled, run) for *_, compiled, run in runs], args.steps)
     print(f"One op, forward + backward, B={args.batch}, T={args.seq_len}, fp32, {torch.get_num_threads()} threads, "
           f"{platform.machine()}, torch {torch.__version__}; median of {args.steps} calls")
     print("| op | head size | chunk | chunks | eager ms / chunk | compiled ms / chunk | compiled GFLOP/s |")

@@ -16,19 +16,17 @@ models' steps so that load from other processes hits them alike; each figure is 
 from __future__ import annotations
 
 import argparse
-import os
 import platform
 import statistics
 import time
 
 import torch
+from train_speed import step_seconds  # benchmarks/ is on sys.path when run as a script
 
 from hope import HopeConfig, HopeLM
 from hope.config import PRESETS
 from hope.flops import flops_per_token, memory_per_sequence, total_flops_per_token
 from hope.ops.common import COMPILE_ENV
-from hope.training.collector import GarbageCollection
-from hope.training.config import TrainConfig
 
 TINY = ["tiny", "titans-tiny", "hope-attention-tiny", "transformer-tiny"]
 GIB = 2**30
@@ -48,29 +46,20 @@ def measure(configs: dict[str, HopeConfig], batch: int, seq_len: int, steps: int
     ending in ``+ compile`` runs as ``train.compile=true`` does: each block through ``torch.compile`` and the
     memory ops' per-chunk functions with ``HOPE_COMPILE_CHUNKS=1`` (the compilation falls in the warm-up). Python's
     garbage collector runs on train.py's schedule (``train.gc_every``), its collections between the rounds."""
-    runs = []
+    runs, compiled = [], []
     for label, cfg in configs.items():
         torch.manual_seed(0)
         model = HopeLM(cfg)
-        if label.endswith("+ compile"):
+        compiled.append(label.endswith("+ compile"))
+        if compiled[-1]:
             for block in model.blocks:
                 block.compile()
-        runs.append((model, torch.optim.AdamW(model.parameters(), lr=4e-4),
-                     torch.randint(0, cfg.vocab_size, (batch, seq_len)), label.endswith("+ compile")))
-    times, peaks = [[] for _ in runs], []
+        x = torch.randint(0, cfg.vocab_size, (batch, seq_len))
+        runs.append((model, torch.optim.AdamW(model.parameters(), lr=4e-4), lambda x=x: x))
+    peaks = []
     matmul_seconds()
-    with GarbageCollection(TrainConfig.gc_every) as collector:  # train.py's schedule
-        for i in range(warmup + steps):
-            for (model, opt, x, compiled), ts in zip(runs, times):
-                os.environ[COMPILE_ENV] = "1" if compiled else "0"
-                t = time.perf_counter()
-                model(x, labels=x).loss.backward()
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                if i >= warmup:
-                    ts.append(time.perf_counter() - t)
-            peaks.append(2 * 1024**3 / matmul_seconds() / 1e9)
-            collector.step(i + 1)
+    times = step_seconds(runs, steps, warmup, compiled,
+                         between_rounds=lambda: peaks.append(2 * 1024**3 / matmul_seconds() / 1e9))
     return [statistics.median(ts) for ts in times], statistics.median(peaks)
 
 

@@ -79,6 +79,8 @@ def main() -> None:
     p.add_argument("--contexts", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     p.add_argument("--skip-naive", action="store_true", help="skip the (slow) naive backend timing")
     args = p.parse_args()
+    if args.steps < 2:
+        p.error(f"--steps {args.steps}: at least 2 steps are needed for the quartiles of the ratio")
     print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}")
 

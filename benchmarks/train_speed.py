@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from hope import HopeConfig, HopeLM
+from hope.ops.common import COMPILE_ENV
 from hope.training.collector import GarbageCollection
 from hope.training.config import TrainConfig
 from hope.training.data import PackedLoader, load_corpus
@@ -28,14 +31,18 @@ from hope.training.optimizer import build_optimizer
 from hope.training.tokenizer import ByteTokenizer
 
 
-def step_seconds(runs: list[tuple], steps: int, warmup: int = 1) -> list[list[float]]:
+def step_seconds(runs: list[tuple], steps: int, warmup: int = 1, compiled: list[bool] | None = None,
+                 between_rounds: Callable[[], None] | None = None) -> list[list[float]]:
     """Seconds of each timed training step (forward, backward, optimizer) for each ``(model, optimizer,
-    next_batch)``; the models take turns step by step, so drifts in machine load hit them alike. Python's
+    next_batch)``; the models take turns step by step, so drifts in machine load hit them alike. ``compiled``: per
+    run, ``HOPE_COMPILE_CHUNKS`` for its steps; ``between_rounds`` runs after each round of steps. Python's
     garbage collector runs on train.py's schedule (``train.gc_every``), its collections between the rounds."""
     times: list[list[float]] = [[] for _ in runs]
     with GarbageCollection(TrainConfig.gc_every) as collector:
         for i in range(warmup + steps):
-            for (model, opt, next_batch), ts in zip(runs, times):
+            for j, ((model, opt, next_batch), ts) in enumerate(zip(runs, times)):
+                if compiled is not None:
+                    os.environ[COMPILE_ENV] = "1" if compiled[j] else "0"
                 x = next_batch()
                 t = time.perf_counter()
                 model(x, labels=x).loss.backward()
@@ -43,6 +50,8 @@ def step_seconds(runs: list[tuple], steps: int, warmup: int = 1) -> list[list[fl
                 opt.zero_grad(set_to_none=True)
                 if i >= warmup:
                     ts.append(time.perf_counter() - t)
+            if between_rounds is not None:
+                between_rounds()
             collector.step(i + 1)
     return times
 
