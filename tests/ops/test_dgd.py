@@ -304,14 +304,13 @@ def test_compiled_chunk_loops_keep_more_graphs_than_dynamo_s_default(monkeypatch
     """A chunk function compiles one graph per shape and flag combination; past Dynamo's ``recompile_limit`` it
     would run eagerly and a loop that skips guards would fail (at the default of 8, a process running tiny's
     main and key/value memories at a few batch shapes got there). ``chunk_fn`` raises the limit."""
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
-    monkeypatch.setenv("HOPE_COMPILE_CHUNKS", "1")
     inp = make_inputs(40)
-    for chunk in (8, 5):  # 5, then 8 chunks (the calls after the second skip guards); new shapes for each graph
-        loss_c, out_c, _ = run(dgd_memory_chunk, inp, chunk, True, True)
-        monkeypatch.setenv("HOPE_COMPILE_CHUNKS", "0")
-        loss_e, out_e, _ = run(dgd_memory_chunk, inp, chunk, True, True)
-        monkeypatch.setenv("HOPE_COMPILE_CHUNKS", "1")
-        torch.testing.assert_close(out_c[0], out_e[0], rtol=1e-5, atol=1e-6)
-        for name, gc, ge in zip(inp, grads(loss_c, inp), grads(loss_e, inp)):
-            torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5, msg=lambda m: f"grad of {name}: {m}")  # noqa: B023
+    with torch._dynamo.config.patch(recompile_limit=1):  # (pytest's monkeypatch cannot undo a config attribute)
+        for chunk in (8, 5):  # 5, then 8 chunks (the calls after the second skip guards); new shapes for each graph
+            monkeypatch.setenv("HOPE_COMPILE_CHUNKS", "1")
+            loss_c, out_c, _ = run(dgd_memory_chunk, inp, chunk, True, True)
+            monkeypatch.setenv("HOPE_COMPILE_CHUNKS", "0")
+            loss_e, out_e, _ = run(dgd_memory_chunk, inp, chunk, True, True)
+            torch.testing.assert_close(out_c[0], out_e[0], rtol=1e-5, atol=1e-6)
+            for name, gc, ge in zip(inp, grads(loss_c, inp), grads(loss_e, inp)):
+                torch.testing.assert_close(gc, ge, rtol=1e-4, atol=1e-5, msg=lambda m: f"grad of {name}: {m}")  # noqa: B023
