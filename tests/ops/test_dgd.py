@@ -302,8 +302,8 @@ def test_compiled_chunk_loop_matches_eager(monkeypatch, op):
 
 def test_compiled_chunk_loops_keep_more_graphs_than_dynamo_s_default(monkeypatch):
     """A chunk function compiles one graph per shape and flag combination; past Dynamo's ``recompile_limit`` it
-    would run eagerly and a loop that skips guards would fail (at the default of 8, a process running tiny's
-    main and key/value memories at a few batch shapes got there). ``chunk_fn`` raises the limit."""
+    would run eagerly and a loop that skips guards would fail (at the default of 8, ``benchmarks/chunk_cost.py
+    --chunk-sizes``'s twelve ops in one process got there). ``chunk_fn`` raises the limit."""
     inp = make_inputs(40)
     with torch._dynamo.config.patch(recompile_limit=1):  # (pytest's monkeypatch cannot undo a config attribute)
         for chunk in (8, 5):  # 5, then 8 chunks (the calls after the second skip guards); new shapes for each graph
